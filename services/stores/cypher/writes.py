@@ -1,0 +1,161 @@
+"""The statements that write one circuit to a Cypher store, in order.
+
+Everything is MERGEd on stable keys: components on ``model|name|position``, edges on
+(circuit, ``edge@position``), so a retried or concurrent write adds nothing twice; the
+circuit is written as (:PendingCircuit) and only the last statement relabels it (:Circuit).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from circuitreg.schema import CircuitDocument
+
+from ..common import EndpointIndex, stored_components, utc
+from . import queries as q
+
+BATCH = 1000
+
+
+def batches(items: Sequence[Any], size: int = BATCH) -> list[list[Any]]:
+    """Consecutive slices of at most ``size`` items (UNWIND batch size)."""
+    return [list(items[i : i + size]) for i in range(0, len(items), size)]
+
+
+def component_key(model: str, name: str, position: int | None) -> str:
+    """Stable key of a model's component at a position."""
+    return f"{model}|{name}|{'' if position is None else position}"
+
+
+def checkpoint_key(model: str, checkpoint: str) -> str:
+    """Stable key of a model's checkpoint."""
+    return f"{model}|{checkpoint}"
+
+
+def write_statements(
+    doc: CircuitDocument, job_id: str | None, dense_scores_uri: str | None
+) -> list[q.Statement]:
+    """The statements that write one circuit, ending with the one that makes it visible."""
+    model = doc.model
+    circuit_id = doc.id
+    comps = stored_components(doc)
+    edges = doc.circuit_edges()
+    prov = doc.provenance
+    ckpt_key = None if model.checkpoint is None else checkpoint_key(model.name, model.checkpoint)
+    stmts = [
+        q.merge_model(
+            model.name,
+            {
+                "architecture": model.architecture,
+                "n_layers": model.n_layers,
+                "n_heads": model.n_heads,
+                "d_model": model.d_model,
+                "parallel_attn_mlp": model.parallel_attn_mlp,
+                "attn_only": model.attn_only,
+            },
+        )
+    ]
+    if model.checkpoint is not None and ckpt_key is not None:
+        stmts.append(
+            q.merge_checkpoint(
+                model.name,
+                ckpt_key,
+                {"label": model.checkpoint, "step": model.step, "revision": model.revision},
+            )
+        )
+    stmts.append(
+        q.merge_task_and_run(
+            doc.task.name,
+            circuit_id,
+            {
+                "task_spec": json.dumps(doc.task.spec, sort_keys=True),
+                "method": doc.method.name,
+                "params": json.dumps(doc.method.params, sort_keys=True),
+                "ablation": doc.ablation,
+                "metric": doc.metric,
+                "seed": doc.seed,
+                "corruption": doc.task.corruption,
+                "dataset_hash": doc.task.dataset_hash,
+                "n_examples": doc.task.n_examples,
+                "code_version": prov.code_version,
+                "tl_version": prov.transformer_lens_version,
+                "job_id": job_id or prov.job_id,
+            },
+        )
+    )
+    comp_rows = [
+        {
+            "key": component_key(model.name, c.name, c.position),
+            "model": model.name,
+            "name": c.name,
+            "position": c.position,
+            "kind": c.kind.value,
+            "layer": c.layer,
+            "head": c.head,
+            "hook_name": c.hook_name,
+            "score": c.score,
+            "in_circuit": c.in_circuit,
+        }
+        for c in comps
+    ]
+    stmts.extend(q.merge_components(b) for b in batches(comp_rows))
+    stmts.append(
+        q.merge_pending_circuit(
+            circuit_id,
+            {
+                "model": model.name,
+                "checkpoint": model.checkpoint,
+                "step": model.step,
+                "revision": model.revision,
+                "task": doc.task.name,
+                "method": doc.method.name,
+                "ablation": doc.ablation,
+                "metric": doc.metric,
+                "seed": doc.seed,
+                "n_components": sum(1 for c in comps if c.in_circuit),
+                "n_edges": len(edges),
+                "faithfulness": None,
+                "tags": [],
+                "job_id": job_id or prov.job_id,
+                "dense_scores_uri": dense_scores_uri,
+                "created_at": utc(prov.created_at).isoformat(),
+                "provenance": prov.model_dump_json(),
+            },
+        )
+    )
+    stmts.extend(q.merge_memberships(circuit_id, b) for b in batches(comp_rows))
+    flow_rows = []
+    endpoint = EndpointIndex(comps)
+    for e in edges:
+        src = endpoint(e.source, e.position)
+        dst = endpoint(e.target, e.position)
+        flow_rows.append(
+            {
+                "key": f"{e.name}@{'' if e.position is None else e.position}",
+                "edge": e.name,
+                "source": e.source,
+                "target": e.target,
+                "receiver": None if e.receiver is None else e.receiver.value,
+                "score": e.score,
+                "position": e.position,
+                "source_key": component_key(model.name, src.name, src.position),
+                "target_key": component_key(model.name, dst.name, dst.position),
+            }
+        )
+    stmts.extend(q.merge_flows(circuit_id, b) for b in batches(flow_rows))
+    label_rows = [
+        {
+            "key": f"{model.name}|{name}|{label}",
+            "model": model.name,
+            "component": name,
+            "label": label,
+        }
+        for name, labels in sorted(doc.labels.items())
+        for label in labels
+    ]
+    if label_rows:
+        stmts.append(q.merge_role_labels(label_rows))
+    stmts.append(q.commit_circuit(circuit_id, model.name, ckpt_key))
+    return stmts

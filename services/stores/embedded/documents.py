@@ -1,0 +1,140 @@
+"""Rebuild a stored ``CircuitDocument`` from the embedded tables."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from circuitreg.schema import (
+    CircuitDocument,
+    Component,
+    ComponentKind,
+    Edge,
+    MethodRef,
+    ModelRef,
+    Provenance,
+    Receiver,
+    TaskRef,
+    ValidationResult,
+    node_order_key,
+)
+
+from ..common import order_validation
+from .models import (
+    CircuitComponent,
+    CircuitEdge,
+    CircuitRow,
+    ComponentLabel,
+    ComponentRow,
+    GraphCheckpoint,
+    GraphEdge,
+    GraphModel,
+    GraphTask,
+    Run,
+    ValidationRow,
+)
+
+
+def load_document(conn: Session, circuit_id: str) -> CircuitDocument | None:
+    """The stored document (in-circuit components and edges, labels, validation) or None."""
+    head = conn.execute(
+        select(CircuitRow, Run, GraphModel, GraphTask.name, GraphCheckpoint)
+        .join(Run, Run.id == CircuitRow.run_id)
+        .join(GraphModel, GraphModel.id == CircuitRow.model_id)
+        .join(GraphTask, GraphTask.id == Run.task_id)
+        .outerjoin(GraphCheckpoint, GraphCheckpoint.id == CircuitRow.checkpoint_id)
+        .where(CircuitRow.id == circuit_id)
+    ).first()
+    if head is None:
+        return None
+    circuit, run, model, task_name, checkpoint = head
+    comps = conn.execute(
+        select(ComponentRow, CircuitComponent.score, CircuitComponent.in_circuit)
+        .join(CircuitComponent, CircuitComponent.component_id == ComponentRow.id)
+        .where(CircuitComponent.circuit_pk == circuit.pk)
+    ).all()
+    edges = conn.execute(
+        select(GraphEdge, CircuitEdge.score, CircuitEdge.position)
+        .join(CircuitEdge, CircuitEdge.edge_id == GraphEdge.id)
+        .where(CircuitEdge.circuit_pk == circuit.pk)
+    ).all()
+    names = sorted({c.name for c, _, _ in comps})
+    labels: dict[str, list[str]] = {}
+    for name, label in (
+        conn.execute(
+            select(ComponentLabel.component, ComponentLabel.label).where(
+                ComponentLabel.model_id == model.id, ComponentLabel.component.in_(names)
+            )
+        )
+        .tuples()
+        .all()
+    ):
+        labels.setdefault(name, []).append(label)
+    bodies = conn.execute(
+        select(ValidationRow.body).where(ValidationRow.circuit_pk == circuit.pk)
+    ).scalars()
+    validation = order_validation(ValidationResult.model_validate(b) for b in bodies)
+    components = sorted(
+        (
+            Component(
+                name=c.name,
+                kind=ComponentKind(c.kind),
+                layer=c.layer,
+                head=c.head,
+                position=c.position,
+                hook_name=c.hook_name,
+                score=score,
+                in_circuit=in_circuit,
+            )
+            for c, score, in_circuit in comps
+        ),
+        key=lambda c: (node_order_key(c.name), -1 if c.position is None else c.position),
+    )
+    edge_list = sorted(
+        (
+            Edge(
+                source=e.source,
+                target=e.target,
+                receiver=None if e.receiver is None else Receiver(e.receiver),
+                score=score,
+                position=position,
+            )
+            for e, score, position in edges
+        ),
+        key=lambda e: (
+            e.source,
+            e.target,
+            e.receiver or "",
+            -1 if e.position is None else e.position,
+        ),
+    )
+    return CircuitDocument(
+        model=ModelRef(
+            name=model.name,
+            architecture=model.architecture,
+            checkpoint=None if checkpoint is None else checkpoint.label,
+            step=None if checkpoint is None else checkpoint.step,
+            revision=None if checkpoint is None else checkpoint.revision,
+            n_layers=model.n_layers,
+            n_heads=model.n_heads,
+            d_model=model.d_model,
+            parallel_attn_mlp=model.parallel_attn_mlp,
+            attn_only=model.attn_only,
+        ),
+        task=TaskRef(
+            name=task_name,
+            spec=run.task_spec,
+            corruption=run.corruption,
+            dataset_hash=run.dataset_hash,
+            n_examples=run.n_examples,
+        ),
+        method=MethodRef(name=run.method, params=run.params),
+        ablation=run.ablation,
+        metric=run.metric,
+        seed=run.seed,
+        components=tuple(components),
+        edges=tuple(edge_list),
+        labels={k: tuple(sorted(v)) for k, v in sorted(labels.items())},
+        validation=validation,
+        provenance=Provenance.model_validate(circuit.provenance),
+    )

@@ -1,0 +1,116 @@
+"""The executors on a real (tiny) model and the real embedded store, in-process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from circuitreg.services.db.base import make_engine
+from circuitreg.services.queue import JobQueue, JobSpec
+from circuitreg.services.stores.factory import open_store
+from circuitreg.services.stores.types import CircuitFilter
+from circuitreg.settings import get_settings
+from circuitreg.workers.runtime import JobExecutor, Worker, WorkerOptions
+from circuitreg.workers.runtime.device import DeviceError, resolve_device
+
+from .runtime_support import discovery_spec, migrate, tiny_toy_checkpoint
+
+
+@pytest.fixture
+def setup(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[JobQueue, JobExecutor, Path]:
+    monkeypatch.setenv("CIRCUITREG_DATABASE_URL", database_url)
+    get_settings.cache_clear()
+    migrate(database_url)
+    queue = JobQueue(make_engine(database_url), retry_base_seconds=0.01)
+    executor = JobExecutor(open_store(get_settings()), device="cpu")
+    return queue, executor, tiny_toy_checkpoint(tmp_path / "toy")
+
+
+def run_all(queue: JobQueue, executor: JobExecutor) -> None:
+    options = WorkerOptions(worker_id="w1", lease_seconds=10, poll_seconds=0.01, once=True)
+    while queue.stats()["queued"]:
+        Worker(queue, executor, options).run()
+
+
+def test_runtime_discovery_then_validation_store_results(
+    setup: tuple[JobQueue, JobExecutor, Path],
+) -> None:
+    queue, executor, checkpoint = setup
+    job = queue.enqueue(discovery_spec(str(checkpoint), seed=1))
+    run_all(queue, executor)
+    done = queue.get(job.id)
+    assert done is not None and done.status == "succeeded", done and done.error
+    assert done.result is not None
+    circuit_id = done.result["circuit_id"]
+    stored = executor.store.get_circuit(circuit_id)
+    assert stored is not None and stored.method.name == "eap"
+    assert done.result["n_edges"] == len(stored.circuit_edges()) <= 12
+
+    # Re-running the same job (as after a worker died) stores nothing new.
+    assert queue.enqueue(discovery_spec(str(checkpoint), seed=1)).id == job.id
+    reports: list[tuple[float, str]] = []
+    rerun = executor(job, lambda fraction, message: reports.append((fraction, message)))
+    assert rerun["circuit_id"] == circuit_id
+    assert len(executor.store.list_circuits(CircuitFilter(), first=10).items) == 1
+    fractions = [f for f, _ in reports]
+    assert fractions == sorted(fractions) and fractions[0] >= 0 and fractions[-1] <= 1
+    assert reports[-1][1] == f"storing circuit {circuit_id}"
+
+    validation = queue.enqueue(
+        JobSpec(
+            kind="validation",
+            model=str(checkpoint),
+            task="induction:seq_len=6,n=16",
+            circuit_id=circuit_id,
+            params={"n_random": 2, "n_knockouts": 2},
+        )
+    )
+    run_all(queue, executor)
+    checked = queue.get(validation.id)
+    assert checked is not None and checked.status == "succeeded", checked and checked.error
+    assert checked.result is not None
+    names = {r["name"] for r in checked.result["validation"]}
+    assert "faithfulness" in names
+    revalidated = executor.store.get_circuit(circuit_id)
+    assert revalidated is not None
+    assert {r.name for r in revalidated.validation} >= names
+
+
+def test_runtime_bad_model_fails_after_max_attempts_and_queue_moves_on(
+    setup: tuple[JobQueue, JobExecutor, Path],
+) -> None:
+    queue, executor, checkpoint = setup
+    missing = "/nonexistent/model-that-does-not-exist"
+    bad = queue.enqueue(discovery_spec(missing).model_copy(update={"priority": 9}), max_attempts=2)
+    good = queue.enqueue(discovery_spec(str(checkpoint)))
+    run_all(queue, executor)
+    failed, succeeded = queue.get(bad.id), queue.get(good.id)
+    assert failed is not None and failed.status == "failed" and failed.attempts == 2
+    assert failed.error is not None and missing in failed.error.splitlines()[0]
+    assert succeeded is not None and succeeded.status == "succeeded"
+
+
+def test_runtime_bad_params_fail_with_a_clear_error(
+    setup: tuple[JobQueue, JobExecutor, Path],
+) -> None:
+    queue, executor, checkpoint = setup
+    job = queue.enqueue(discovery_spec(str(checkpoint), selection="top"), max_attempts=1)
+    run_all(queue, executor)
+    failed = queue.get(job.id)
+    assert failed is not None and failed.status == "failed"
+    assert failed.error is not None and "params.selection must be an object" in failed.error
+
+
+def test_runtime_device_choice() -> None:
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_device("auto") in {"cpu"} | {f"cuda:{i}" for i in range(16)}
+    with pytest.raises(DeviceError, match="not auto, cpu"):
+        resolve_device("tpu")
+    import torch
+
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceError, match="CUDA is not available"):
+            resolve_device("cuda:1")

@@ -1,0 +1,156 @@
+"""Tasks: induction corruptions, JSONL pairs, text generators and the registry."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformer_lens.model_bridge import TransformerBridge
+from transformers import PreTrainedTokenizerFast
+
+from circuitreg.workers.engine import InterventionEngine
+from circuitreg.workers.graph import ComputationalGraph
+from circuitreg.workers.tasks import generators
+from circuitreg.workers.tasks.base import TaskContext, TaskError, parse_task_spec
+from circuitreg.workers.tasks.induction import induction_task
+from circuitreg.workers.tasks.registry import build_task, default_registry
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def word_tokenizer() -> PreTrainedTokenizerFast:
+    """A tiny word-level tokenizer covering the generators' words (no model hub here)."""
+    pre = pre_tokenizers.Whitespace()
+    texts = [*generators.NAMES, *generators.PLACES, *generators.OBJECTS, *generators.WORDS]
+    texts += [*generators.IOI_TEMPLATES, "The war lasted from the year 17"]
+    texts += [f"17{y:02d} {y:02d}" for y in range(100)]
+    texts += [
+        'def f(self, a, b, c):\n    """Do it.\n\n    :param a: the first\n    :param b: the second'
+    ]
+    vocab = {"[UNK]": 0, "[BOS]": 1}
+    for text in texts:
+        for piece, _ in pre.pre_tokenize_str(text):
+            vocab.setdefault(piece, len(vocab))
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]", bos_token="[BOS]")
+
+
+def test_induction_layout_and_answers() -> None:
+    task = induction_task(seq_len=5, n=3, d_vocab=30, bos_token_id=0)
+    assert task.clean.shape == (3, 11) and task.positions.shape == (3, 4)
+    assert torch.equal(task.clean[:, 1:6], task.clean[:, 6:11])
+    assert (task.clean[:, 1:] != 0).all() and (task.clean[:, 0] == 0).all()
+    rows = torch.arange(3)[:, None]
+    assert torch.equal(task.answers, task.clean[rows, task.positions + 1])
+    assert (task.answers != task.distractors).all()
+    assert task.dataset_hash == induction_task(5, 3, 30, bos_token_id=0).dataset_hash
+    assert task.dataset_hash != induction_task(5, 3, 30, bos_token_id=0, seed=1).dataset_hash
+
+
+def test_first_corruption_reveals_and_second_hides_the_first_occurrence() -> None:
+    """With corrupt=second every writer's output over the first copy is identical in both
+    runs, so no method can see edges carrying it; corrupt=first changes exactly that part."""
+    model = TransformerBridge.boot_native(dict(
+        n_layers=2, d_model=32, n_heads=2, d_head=16, d_vocab=30, n_ctx=24,
+        attn_only=True, act_fn="gelu", normalization_type=None, seed=0,
+    ))  # fmt: skip
+    graph = ComputationalGraph.from_model(model)
+    for mode, first_copy_changes in (("first", True), ("second", False)):
+        task = induction_task(seq_len=5, n=4, d_vocab=30, corrupt=mode)
+        assert mode in task.corruption
+        batch = next(InterventionEngine(model, graph, task).batches())
+        first_copy = batch.delta[:, :5]  # [N, positions of the first copy, writers, d]
+        assert bool((first_copy.abs() > 0).any()) == first_copy_changes
+
+
+def test_jsonl_task_from_token_ids(tmp_path: Path) -> None:
+    path = tmp_path / "pairs.jsonl"
+    rows = [
+        {"clean": [1, 2, 3], "corrupted": [4, 5, 6], "answer": 7, "distractor": 8},
+        {"clean": [1, 2], "corrupted": [4, 5], "answer": 9, "distractor": 8},
+    ]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    task = build_task(f"jsonl:{path}", context=TaskContext(d_vocab=20))
+    assert task.clean.tolist() == [[1, 2, 3], [1, 2, 0]]  # right-padded
+    assert task.positions.tolist() == [[2], [1]]
+    assert task.answers.tolist() == [[7], [9]] and task.distractors is not None
+    assert str(path.name) in task.corruption
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ({"clean": [1, 2], "corrupted": [1], "answer": 3}, "same length"),
+        ({"clean": [1, 2], "corrupted": [1, 2]}, "missing answer"),
+        ({"clean": [1, 2], "corrupted": [1, 2], "answer": 99}, "outside the vocabulary"),
+        ({"clean": "text", "corrupted": "text", "answer": 1}, "needs a tokenizer"),
+        ({"clean": [1], "corrupted": [1], "answer": 1, "extra": 1}, "unknown field"),
+    ],
+)
+def test_jsonl_errors_name_the_problem(tmp_path: Path, row: dict, message: str) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    with pytest.raises(TaskError, match=message):
+        build_task(f"jsonl:path={path}", context=TaskContext(d_vocab=20))
+
+
+def test_jsonl_text_with_a_tokenizer(
+    tmp_path: Path, word_tokenizer: PreTrainedTokenizerFast
+) -> None:
+    path = tmp_path / "text.jsonl"
+    row = {"clean": "When Mary and John went to the store , John gave a drink to",
+           "corrupted": "When Alice and Bob went to the store , Tom gave a drink to",
+           "answer": " Mary", "distractor": " John", "corruption": "abc names"}  # fmt: skip
+    path.write_text(json.dumps(row) + "\n")
+    context = TaskContext(d_vocab=len(word_tokenizer), tokenizer=word_tokenizer)
+    task = build_task(f"jsonl:{path}", context=context)
+    assert task.corruption == "abc names"
+    assert word_tokenizer.decode(task.answers[0]) == "Mary"
+    bad = dict(row, answer=" Mary John")
+    path.write_text(json.dumps(bad) + "\n")
+    with pytest.raises(TaskError, match="2 tokens"):
+        build_task(f"jsonl:{path}", context=context)
+
+
+@pytest.mark.parametrize("name", ["ioi", "greater_than", "docstring"])
+def test_text_generators(name: str, word_tokenizer: PreTrainedTokenizerFast) -> None:
+    context = TaskContext(d_vocab=len(word_tokenizer), tokenizer=word_tokenizer)
+    task = build_task(f"{name}:n=6,seed=1", context=context)
+    assert task.n_examples == 6 and task.clean.shape == task.corrupted.shape
+    assert not torch.equal(task.clean, task.corrupted)
+    assert task.distractors is not None and (task.answers != task.distractors).all()
+    rows = torch.arange(6)
+    assert (task.clean[rows, task.positions[:, 0]] != 0).all()  # reads the last real token
+    with pytest.raises(TaskError, match="needs a tokenizer"):
+        build_task(f"{name}:n=2", context=TaskContext(d_vocab=50))
+
+
+def test_registry_specs_and_errors() -> None:
+    assert parse_task_spec("induction:seq_len=4,n=2") == ("induction", {"seq_len": "4", "n": "2"})
+    assert parse_task_spec("jsonl:/a/b.jsonl") == ("jsonl", {"": "/a/b.jsonl"})
+    context = TaskContext(d_vocab=30)
+    task = build_task("induction:seq_len=4,n=2,corrupt=second", context=context)
+    assert task.spec["corrupt"] == "second" and task.n_examples == 2
+    assert {"induction", "jsonl", "ioi", "greater_than", "docstring"} <= set(
+        default_registry().names()
+    )
+    with pytest.raises(TaskError, match="no option"):
+        build_task("induction:length=4", context=context)
+    with pytest.raises(TaskError, match="unknown task"):
+        build_task("nope", context=context)
+    with pytest.raises(TaskError, match="integers"):
+        build_task("induction:n=many", context=context)
+    with pytest.raises(TaskError, match="corrupt"):
+        build_task("induction:corrupt=middle", context=context)

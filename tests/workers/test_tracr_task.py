@@ -1,0 +1,84 @@
+"""The tracr task: RASP answers, resampled corruption, and the engine on the true circuit."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from circuitreg.cli import app
+from circuitreg.workers.engine import InterventionEngine
+from circuitreg.workers.graph import ComputationalGraph
+from circuitreg.workers.models import load_model
+from circuitreg.workers.tasks.base import TaskContext, TaskError
+from circuitreg.workers.tasks.registry import build_task
+from circuitreg.workers.tasks.tracr_task import tracr_task
+from circuitreg.workers.tracr import ground_truth_edges
+
+
+@pytest.mark.parametrize("program", ["reverse", "frac_prevs", "pair_balance"])
+def test_task_answers_are_what_the_compiled_model_outputs(program: str) -> None:
+    loaded = load_model(f"tracr:{program}", "cpu")
+    fixture = loaded.info["fixture"]
+    task = tracr_task(program, n=32, seed=1)
+    assert task.clean.shape == (32, fixture.max_seq_len + 1)
+    assert bool((task.clean[:, 0] == fixture.bos_id).all())
+    assert not torch.equal(task.clean, task.corrupted)
+    assert bool((task.distractors != task.answers).all())  # type: ignore[operator]
+    with torch.no_grad():
+        logits = loaded.bridge(task.clean)
+    read = logits.gather(1, task.positions[..., None].expand(-1, -1, logits.shape[-1]))
+    if fixture.categorical:
+        assert torch.equal(read.argmax(-1), task.answers)
+    else:  # numerical: logit 0 is the value, logit 1 a constant zero
+        assert float(read[..., 1].abs().max()) == 0.0
+    assert tracr_task(program, n=32, seed=1).dataset_hash == task.dataset_hash
+
+
+def test_registry_builds_the_task_from_a_loaded_model() -> None:
+    loaded = load_model("tracr:reverse", "cpu")
+    context = TaskContext.from_loaded(loaded)
+    task = build_task("tracr:reverse", context=context)
+    assert task.name == "tracr" and task.spec["program"] == "reverse"
+    assert build_task("tracr:program=reverse,n=8", context=context).n_examples == 8
+    with pytest.raises(TaskError, match="d_vocab"):
+        build_task("tracr:reverse", context=TaskContext(d_vocab=3))
+    with pytest.raises(TaskError, match="no built-in tracr program"):
+        build_task("tracr:nonesuch", context=context)
+
+
+@pytest.mark.parametrize(
+    ("program", "ablation"),
+    [("frac_prevs", "resample"), ("frac_prevs", "zero"), ("pair_balance", "zero")],
+)
+def test_engine_keeps_the_output_with_only_the_true_edges(program: str, ablation: str) -> None:
+    """Ablating every edge outside the ground truth leaves the metric exactly as clean;
+    ablating everything does not. (Causal programs: the engine assumes causal attention.)"""
+    loaded = load_model(f"tracr:{program}", "cpu")
+    task = tracr_task(program, n=48, seed=0)
+    graph = ComputationalGraph.from_model(loaded.bridge)
+    engine = InterventionEngine(loaded.bridge, graph, task, ablation=ablation)
+    truth = set(ground_truth_edges(loaded.info["fixture"]))
+    keep = torch.tensor([name in truth for name in graph.edges])
+    clean = engine.clean_metric()
+    assert float(engine.evaluate_circuits(keep)[0]) == pytest.approx(clean, abs=1e-4)
+    assert abs(engine.ablated_metric() - clean) > 1e-2
+    if ablation == "zero":  # every true edge carries something: dropping any one matters
+        arange = torch.arange(len(keep))
+        ordered = sorted(truth)
+        rows = torch.stack([keep & (arange != graph.edge_index(e)) for e in ordered])
+        values = engine.evaluate_circuits(rows)
+        unchanged = [
+            e for e, v in zip(ordered, values.tolist(), strict=True) if abs(v - clean) <= 1e-3
+        ]
+        assert unchanged == []
+
+
+def test_groundtruth_cli_prints_the_true_edges() -> None:
+    result = CliRunner().invoke(app, ["groundtruth", "--model", "tracr:frac_prevs"])
+    assert result.exit_code == 0, result.output
+    from circuitreg.workers.tracr import load_fixture
+
+    assert result.output.split() == list(ground_truth_edges(load_fixture("frac_prevs")))
+    bad = CliRunner().invoke(app, ["groundtruth", "--model", "toy:induction"])
+    assert bad.exit_code != 0 and "only for tracr" in bad.output

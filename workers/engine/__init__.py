@@ -1,0 +1,16 @@
+"""The intervention engine: exact, batched patching of edge sets (see ``engine``)."""
+
+from circuitreg.workers.engine.engine import InterventionEngine, PreparedBatch
+from circuitreg.workers.engine.forward import Override, embed, run_forward
+from circuitreg.workers.engine.weights import EngineError, ModelWeights, read_weights
+
+__all__ = [
+    "EngineError",
+    "InterventionEngine",
+    "ModelWeights",
+    "Override",
+    "PreparedBatch",
+    "embed",
+    "read_weights",
+    "run_forward",
+]

@@ -1,0 +1,235 @@
+"""The intervention engine: exact, batched edge (and node) patching on a task.
+
+One engine binds a model, its graph, a task, an ablation and a metric. It prepares, per
+batch of examples, the clean run and the ablated writer outputs, then evaluates any number of
+patch masks ``[S, n_edges]`` (1 = the edge carries its ablated value) by stacking up to
+``set_batch`` of them into one forward pass. On construction it checks that its own
+residual-stream forward reproduces the bridge's logits, so a model it cannot decompose
+exactly is refused rather than silently mis-scored. It runs on the model's device (CUDA when
+the model is there).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from circuitreg.workers.ablation import (
+    AblationKind,
+    ablated_outputs,
+    check_ablation,
+    dataset_mean,
+)
+from circuitreg.workers.engine.forward import Override, embed, run_forward
+from circuitreg.workers.engine.weights import EngineError, ModelWeights, read_weights
+from circuitreg.workers.graph import ComputationalGraph
+from circuitreg.workers.metrics import Metric, MetricFn, resolve_metric
+from circuitreg.workers.tasks.base import TaskData
+
+VERIFY_TOLERANCE = 1e-3
+
+
+@dataclass(frozen=True)
+class PreparedBatch:
+    """One batch of examples with everything an intervention needs."""
+
+    task: TaskData
+    embedded: torch.Tensor  # [N, T, d] clean input-node output
+    clean_outputs: torch.Tensor  # [N, T, W, d]
+    ablated: torch.Tensor  # [N|1, T, W, d]
+    clean_logprobs: torch.Tensor  # [N, P, V]
+    weight: float  # N / total examples
+
+    @property
+    def delta(self) -> torch.Tensor:
+        """Ablated minus clean writer outputs (what EAP multiplies gradients by)."""
+        return self.ablated - self.clean_outputs
+
+
+class InterventionEngine:
+    """Exact batched patching of edge sets on one task."""
+
+    def __init__(
+        self,
+        model: Any,
+        graph: ComputationalGraph,
+        task: TaskData,
+        ablation: str = "resample",
+        metric: str | MetricFn | Metric = "logit_diff",
+        batch_size: int = 32,
+        set_batch: int = 16,
+        verify: bool = True,
+        cache_bytes: int = 512 * 2**20,
+    ) -> None:
+        if (graph.n_layers, graph.n_heads) != (int(model.cfg.n_layers), int(model.cfg.n_heads)):
+            raise EngineError(
+                f"graph ({graph.describe()}) does not match the model "
+                f"({model.cfg.n_layers} layers x {model.cfg.n_heads} heads)"
+            )
+        if batch_size < 1 or set_batch < 1:
+            raise EngineError("batch_size and set_batch must be >= 1")
+        self.model = model
+        self.graph = graph
+        self.weights: ModelWeights = read_weights(model)
+        self.task = task.to(self.weights.device)
+        self.ablation: AblationKind = check_ablation(ablation)
+        self.metric = resolve_metric(metric)
+        self.batch_size = batch_size
+        self.set_batch = set_batch
+        self.n_forward = 0
+        self.n_backward = 0
+        self._mean: torch.Tensor | None = None
+        self._cache: list[PreparedBatch] | None = None
+        d_model = int(self.weights.w_e.shape[1])
+        size = task.n_examples * task.seq_len * len(graph.writers) * d_model * 4 * 2
+        self._use_cache = size <= cache_bytes
+        if verify:
+            self.verify()
+
+    @property
+    def device(self) -> torch.device:
+        """Where the engine computes."""
+        return self.weights.device
+
+    # -- runs ---------------------------------------------------------------------------
+
+    def writer_outputs(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Unpatched writer outputs ``[N, T, W, d]`` for some prompts."""
+        with torch.no_grad():
+            all_pos = torch.zeros(tokens.shape[0], 1, dtype=torch.long, device=tokens.device)
+            out = run_forward(
+                self.weights, self.graph, embed(self.weights, tokens), all_pos, record=True
+            )
+        self.n_forward += 1
+        assert out.writer_outputs is not None
+        return out.writer_outputs[0]
+
+    def verify(self) -> float:
+        """Compare this engine's forward with the bridge's own on a few prompts.
+
+        Returns the largest absolute logit difference; raises ``EngineError`` if it exceeds
+        ``VERIFY_TOLERANCE`` (relative to the logits' scale).
+        """
+        tokens = self.task.clean[: min(4, self.task.n_examples)]
+        positions = torch.arange(tokens.shape[1], device=tokens.device).expand(tokens.shape[0], -1)
+        with torch.no_grad():
+            ours = run_forward(self.weights, self.graph, embed(self.weights, tokens), positions)
+            theirs = self.model(tokens)
+        theirs = getattr(theirs, "logits", theirs)
+        diff = float((ours.logits[0] - theirs).abs().max())
+        scale = max(1.0, float(theirs.abs().max()))
+        if not diff <= VERIFY_TOLERANCE * scale:
+            raise EngineError(
+                f"the engine's residual decomposition differs from the model's forward by "
+                f"{diff:.3g} in logits; this architecture is not supported exactly"
+            )
+        return diff
+
+    def _dataset_mean(self) -> torch.Tensor:
+        if self._mean is None:
+            batches = (b.clean for b in self.task.batches(self.batch_size))
+            self._mean = dataset_mean(self.writer_outputs, batches)
+        return self._mean
+
+    def _prepare(self, task: TaskData) -> PreparedBatch:
+        clean_outputs = self.writer_outputs(task.clean)
+        mean = self._dataset_mean() if self.ablation == "mean" else None
+        ablated = ablated_outputs(
+            self.ablation, self.writer_outputs, task.corrupted, clean_outputs, mean
+        )
+        embedded = embed(self.weights, task.clean)
+        with torch.no_grad():
+            clean = run_forward(self.weights, self.graph, embedded, task.positions)
+        self.n_forward += 1
+        return PreparedBatch(
+            task=task,
+            embedded=embedded,
+            clean_outputs=clean_outputs,
+            ablated=ablated,
+            clean_logprobs=torch.log_softmax(clean.logits[0].float(), dim=-1),
+            weight=task.n_examples / self.task.n_examples,
+        )
+
+    def batches(self) -> Iterator[PreparedBatch]:
+        """The prepared example batches (cached when they fit in ``cache_bytes``)."""
+        if self._cache is not None:
+            yield from self._cache
+            return
+        prepared = []
+        for task in self.task.batches(self.batch_size):
+            batch = self._prepare(task)
+            if self._use_cache:
+                prepared.append(batch)
+            yield batch
+        if self._use_cache:
+            self._cache = prepared
+
+    def run(
+        self,
+        batch: PreparedBatch,
+        patch: torch.Tensor | None = None,
+        *,
+        fixed_delta: bool = False,
+        embedded: torch.Tensor | None = None,
+        override: Override | None = None,
+    ) -> torch.Tensor:
+        """Logits at the read positions ``[S, N, P, V]`` for one batch and ``patch`` rows.
+
+        Gradients flow to ``patch`` and ``embedded`` if they require them. ``fixed_delta``
+        uses ``batch.delta`` as each writer's fixed perturbation (linear, for attribution)
+        instead of exact patching.
+        """
+        self.n_forward += 1
+        out = run_forward(
+            self.weights,
+            self.graph,
+            batch.embedded if embedded is None else embedded,
+            batch.task.positions,
+            patch=None if patch is None else patch.to(self.device),
+            ablated=None if fixed_delta else batch.ablated,
+            delta=batch.delta if fixed_delta else None,
+            override=override,
+        )
+        return out.logits
+
+    def metric_of(self, batch: PreparedBatch, logits: torch.Tensor) -> torch.Tensor:
+        """Metric ``[S]`` over one batch, weighted by its share of all examples."""
+        return self.metric(logits, batch.task, batch.clean_logprobs) * batch.weight
+
+    # -- evaluation ---------------------------------------------------------------------
+
+    def evaluate(self, patch: torch.Tensor) -> torch.Tensor:
+        """Metric ``[S]`` over the whole task for each patch row (1 = patched), no gradients."""
+        patch = torch.as_tensor(patch)
+        if patch.ndim == 1:
+            patch = patch.unsqueeze(0)
+        self.graph.check_edge_vector(patch)
+        values = torch.zeros(patch.shape[0], dtype=torch.float64)
+        with torch.no_grad():
+            for batch in self.batches():
+                for start in range(0, patch.shape[0], self.set_batch):
+                    rows = patch[start : start + self.set_batch].to(self.device)
+                    logits = self.run(batch, rows.float())
+                    values[start : start + rows.shape[0]] += (
+                        self.metric_of(batch, logits).double().cpu()
+                    )
+        return values
+
+    def evaluate_circuits(self, keep: torch.Tensor) -> torch.Tensor:
+        """Metric ``[S]`` when only the kept edges (True) carry clean values."""
+        return self.evaluate(1.0 - torch.as_tensor(keep).float())
+
+    def evaluate_nodes(self, node_patch: torch.Tensor) -> torch.Tensor:
+        """Metric ``[S]`` when the True nodes ``[S, n_nodes]`` are patched (all their outputs)."""
+        return self.evaluate(self.graph.node_mask_to_edge_mask(torch.as_tensor(node_patch)))
+
+    def clean_metric(self) -> float:
+        """The metric with nothing patched."""
+        return float(self.evaluate(torch.zeros(1, self.graph.n_edges))[0])
+
+    def ablated_metric(self) -> float:
+        """The metric with every edge patched (the fully corrupted or ablated model)."""
+        return float(self.evaluate(torch.ones(1, self.graph.n_edges))[0])

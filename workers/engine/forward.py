@@ -1,0 +1,311 @@
+"""The residual-stream forward pass with per-edge interventions, for many edge sets at once.
+
+Every reader input (a head's q, k or v input, an MLP input, the logits) is the sum of the
+outputs of the writers before it (plus the attention output biases, which belong to no node
+and are never patched, as in EAP-IG). An intervention set is a row of ``patch`` ``[S, E]``
+with one coefficient per edge: reader ``r`` receives
+
+    sum_w out_w + sum_w patch[e(w, r)] * (ablated_w - out_w)        (mode "exact")
+    sum_w out_w + sum_w patch[e(w, r)] * delta_w                    (fixed ``delta``)
+
+so a 0/1 row patches exactly the chosen edges from the ablated run, recomputing everything
+downstream; fractional rows interpolate, and gradients with respect to ``patch`` at zero are
+edge attribution scores. The S sets are stacked in front of the batch, so one pass evaluates
+them all. Each reader sees a prefix of the writers (they are in topological order), so a
+layer's receivers take one ``einsum`` per earlier writer group. Layers whose receivers every
+set patches alike (ACDC's candidates differ only late in the model) are computed once for
+all sets, and the stream is widened where the sets first differ.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from circuitreg.workers.engine.weights import EngineError, LayerWeights, ModelWeights
+from circuitreg.workers.graph import ComputationalGraph
+
+
+@dataclass(frozen=True)
+class Override:
+    """Replace the outputs of writers ``start:stop`` with fixed values ``[N|1, T, k, d]``."""
+
+    start: int
+    stop: int
+    values: torch.Tensor
+
+
+@dataclass
+class ForwardOutput:
+    """Logits at the read positions ``[S, N, P, V]`` and, if recorded, writer outputs."""
+
+    logits: torch.Tensor
+    writer_outputs: torch.Tensor | None  # [S, N, T, W, d]
+
+
+def embed(weights: ModelWeights, tokens: torch.Tensor) -> torch.Tensor:
+    """The ``input`` node's output: token plus position embedding, ``[N, T, d]``."""
+    if tokens.shape[1] > weights.n_ctx:
+        raise EngineError(f"prompts of {tokens.shape[1]} tokens exceed n_ctx={weights.n_ctx}")
+    if int(tokens.max()) >= weights.d_vocab or int(tokens.min()) < 0:
+        raise EngineError(f"token ids outside the vocabulary 0..{weights.d_vocab - 1}")
+    out = weights.w_e[tokens]
+    if weights.w_pos is not None:
+        out = out + weights.w_pos[: tokens.shape[1]]
+    return out
+
+
+class _Stream:
+    """Writer outputs so far, their running sum, and each group's patch difference.
+
+    A group is the writers produced together (the input, a layer's heads, an MLP). When it is
+    added, its difference ``ablated - output`` (exact) or its fixed ``delta`` is stored once,
+    writer-major, so every later reader's intervention is one matrix product per group and
+    nothing is concatenated or copied again.
+    """
+
+    def __init__(
+        self,
+        first: torch.Tensor,
+        ablated: torch.Tensor | None,
+        delta: torch.Tensor | None,
+        track: bool,
+        record: bool,
+    ) -> None:
+        self.ablated, self.delta, self.track, self.record = ablated, delta, track, record
+        self.outputs: list[torch.Tensor] = []
+        self.diffs: list[tuple[int, int, torch.Tensor]] = []
+        self.count = 0
+        self.resid = torch.zeros_like(first)
+        self.add(first.unsqueeze(-2))
+
+    def add(self, outputs: torch.Tensor, bias: torch.Tensor | None = None) -> None:
+        """Append a group of writer outputs ``[S, N, T, g, d]``."""
+        lo, hi = self.count, self.count + outputs.shape[-2]
+        if self.record:
+            self.outputs.append(outputs)
+        if self.track:
+            if self.delta is not None:  # fixed: [g, N|1, T, d], shared by every set
+                diff = self.delta[..., lo:hi, :].permute(2, 0, 1, 3)
+            elif self.ablated is not None:  # exact: [S, g, N, T, d]
+                diff = (self.ablated[..., lo:hi, :].unsqueeze(0) - outputs).permute(0, 3, 1, 2, 4)
+            else:
+                raise EngineError("patching needs the ablated writer outputs or a fixed delta")
+            self.diffs.append((lo, hi, diff.contiguous()))
+        self.count = hi
+        self.resid = self.resid + outputs.sum(-2)
+        if bias is not None:
+            self.resid = self.resid + bias
+
+    def term(self, coeff: torch.Tensor, k: int, spec: str) -> torch.Tensor:
+        """Sum over writers ``0:k`` of coefficient x difference.
+
+        ``coeff`` is ``[S, *spec, k]``; ``spec`` names its receiver dims (``"qh"``: 3, H).
+        """
+        total: torch.Tensor | None = None
+        for lo, hi, diff in self.diffs:
+            if hi > k:
+                if lo < k:
+                    raise EngineError(f"reader boundary {k} splits writer group {lo}:{hi}")
+                break
+            rhs = "gntd" if diff.ndim == 4 else "sgntd"
+            part = torch.einsum(f"s{spec}g,{rhs}->s{spec}ntd", coeff[..., lo:hi], diff)
+            total = part if total is None else total + part
+        assert total is not None
+        return total
+
+    def term_at(
+        self, coeff: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor
+    ) -> torch.Tensor:
+        """Sum over all writers at the read positions: ``coeff [S, W]`` -> ``[S, N, P, d]``."""
+        total: torch.Tensor | None = None
+        for lo, hi, diff in self.diffs:
+            if diff.ndim == 4:
+                if diff.shape[1] == 1:
+                    picked = diff[:, 0][:, positions]
+                else:
+                    picked = diff[:, rows, positions]
+                part = torch.einsum("sg,gnpd->snpd", coeff[:, lo:hi], picked)
+            else:
+                picked = diff[:, :, rows, positions]
+                part = torch.einsum("sg,sgnpd->snpd", coeff[:, lo:hi], picked)
+            total = part if total is None else total + part
+        assert total is not None
+        return total
+
+    def expand(self, n_sets: int) -> None:
+        """Widen a single-set stream to ``n_sets`` identical sets (views, no copies)."""
+        self.resid = self.resid.expand(n_sets, *self.resid.shape[1:])
+        self.outputs = [o.expand(n_sets, *o.shape[1:]) for o in self.outputs]
+        self.diffs = [
+            (lo, hi, d.expand(n_sets, *d.shape[1:]) if d.ndim == 5 else d)
+            for lo, hi, d in self.diffs
+        ]
+
+    def stacked(self) -> torch.Tensor:
+        """All recorded writer outputs ``[S, N, T, W, d]``."""
+        return torch.cat(self.outputs, dim=-2)
+
+
+def _attention(
+    layer: LayerWeights, x: torch.Tensor, scale: float, causal: bool = True
+) -> torch.Tensor:
+    """Per-head attention with separate q/k/v inputs ``x [S, 3, H, N, T, d]``.
+
+    ``causal`` masks keys after the query; bidirectional models (``causal=False``) attend
+    to every position, so a patched edge there also reaches earlier positions.
+
+    Returns each head's output ``[S, N, T, H, d]`` (z @ W_O, without the bias).
+    """
+    normed = layer.ln1(x)
+    q = torch.einsum("shntd,hde->shnte", normed[:, 0], layer.w_q) + layer.b_q[:, None, None]
+    k = torch.einsum("shntd,hde->shnte", normed[:, 1], layer.w_k) + layer.b_k[:, None, None]
+    v = torch.einsum("shntd,hde->shnte", normed[:, 2], layer.w_v) + layer.b_v[:, None, None]
+    scores = torch.einsum("shnqe,shnke->shnqk", q, k) / scale
+    if causal:
+        t = scores.shape[-1]
+        future = torch.ones(t, t, dtype=torch.bool, device=scores.device).triu(1)
+        scores = scores.masked_fill(future, float("-inf"))
+    pattern = torch.softmax(scores, dim=-1)
+    z = torch.einsum("shnqk,shnke->shnqe", pattern, v)
+    return torch.einsum("shnte,hed->snthd", z, layer.w_o)
+
+
+def _mlp(layer: LayerWeights, x: torch.Tensor) -> torch.Tensor:
+    assert layer.ln2 is not None and layer.mlp is not None
+    s, n, t, d = x.shape
+    out = layer.mlp(layer.ln2(x).reshape(s * n, t, d))
+    if isinstance(out, tuple):
+        out = out[0]
+    return out.reshape(s, n, t, d)
+
+
+def run_forward(
+    weights: ModelWeights,
+    graph: ComputationalGraph,
+    embedded: torch.Tensor,
+    positions: torch.Tensor,
+    patch: torch.Tensor | None = None,
+    ablated: torch.Tensor | None = None,
+    delta: torch.Tensor | None = None,
+    override: Override | None = None,
+    record: bool = False,
+) -> ForwardOutput:
+    """Run the model with edge interventions; see the module docstring.
+
+    ``embedded`` ``[N, T, d]`` is the input node's output; ``positions`` ``[N, P]`` where logits
+    are read; ``patch`` ``[S, E]`` (None: one unpatched run); ``ablated`` and ``delta``
+    ``[N|1, T, W, d]``. With ``record`` the writer outputs are returned too.
+    """
+    if patch is not None:
+        graph.check_edge_vector(patch)
+        patch = patch.to(embedded.dtype)
+    n_sets = 1 if patch is None else patch.shape[0]
+    shared = _shared_layers(graph, patch)
+    heads = graph.n_heads
+    first = embedded.unsqueeze(0)
+    if override is not None and override.start == 0:
+        first = override.values[..., 0, :].unsqueeze(0).expand_as(first)
+    # The stream starts as one set; it is widened to all sets at the first layer whose
+    # receivers some set patches differently (everything before is identical, computed once).
+    stream = _Stream(first, ablated, delta, track=patch is not None, record=record)
+    rows = patch if patch is None else patch[:1]
+    slots = iter(graph.slots)
+    for index, layer in enumerate(weights.layers):
+        if index == shared and n_sets > 1:
+            stream.expand(n_sets)
+            rows = patch
+        current = stream.resid.shape[0]
+        q_slot = next(slots)
+        for _ in range(3 * heads - 1):
+            next(slots)
+        k = len(q_slot.writers)
+        resid_before = stream.resid
+        x = resid_before[:, None, None]
+        if rows is not None:
+            coeff = rows[:, q_slot.edge_start : q_slot.edge_start + 3 * heads * k]
+            x = x + stream.term(coeff.view(current, 3, heads, k), k, "qh")
+        else:
+            x = x.expand(current, 3, heads, *x.shape[3:])
+        head_out = _attention(layer, x, weights.attn_scale, weights.causal)
+        head_out = _apply_override(head_out, stream.count, override)
+        mlp_slot = None if graph.attn_only else next(slots)
+        if mlp_slot is not None and graph.parallel_attn_mlp:
+            mlp_in = _mlp_input(
+                resid_before, mlp_slot.edge_start, len(mlp_slot.writers), rows, stream
+            )
+        stream.add(head_out, layer.b_o)
+        if mlp_slot is not None:
+            if not graph.parallel_attn_mlp:
+                mlp_in = _mlp_input(
+                    stream.resid, mlp_slot.edge_start, len(mlp_slot.writers), rows, stream
+                )
+            mlp_out = _apply_override(_mlp(layer, mlp_in).unsqueeze(-2), stream.count, override)
+            stream.add(mlp_out)
+    if stream.resid.shape[0] != n_sets:
+        stream.expand(n_sets)
+    logits_slot = next(slots)
+    return ForwardOutput(
+        logits=_read_logits(weights, stream, positions, patch, logits_slot.edge_start),
+        writer_outputs=stream.stacked() if record else None,
+    )
+
+
+def _shared_layers(graph: ComputationalGraph, patch: torch.Tensor | None) -> int:
+    """How many leading layers have receivers that every patch row treats alike."""
+    if patch is None or patch.shape[0] == 1:
+        return graph.n_layers
+    differs = torch.nonzero((patch != patch[:1]).any(0)).flatten()
+    first = int(differs[0]) if differs.numel() else graph.n_edges
+    shared = 0
+    for end in _layer_ends(graph):
+        if end > first:
+            break
+        shared += 1
+    return shared
+
+
+def _layer_ends(graph: ComputationalGraph) -> list[int]:
+    """For each layer, one past the last edge entering its receivers."""
+    ends = [0] * graph.n_layers
+    for slot in graph.slots:
+        if slot.layer is not None:
+            ends[slot.layer] = max(ends[slot.layer], slot.edge_stop)
+    return ends
+
+
+def _mlp_input(
+    resid: torch.Tensor, edge_start: int, k: int, patch: torch.Tensor | None, stream: _Stream
+) -> torch.Tensor:
+    if patch is None:
+        return resid
+    return resid + stream.term(patch[:, edge_start : edge_start + k], k, "")
+
+
+def _apply_override(outputs: torch.Tensor, start: int, override: Override | None) -> torch.Tensor:
+    """Replace a group's outputs when the override names exactly this group."""
+    if override is None or override.start != start:
+        return outputs
+    if override.stop != start + outputs.shape[-2]:
+        raise EngineError(
+            f"override must cover one whole writer group ({start}:{start + outputs.shape[-2]}), "
+            f"got {override.start}:{override.stop}"
+        )
+    return override.values.unsqueeze(0).expand_as(outputs)
+
+
+def _read_logits(
+    weights: ModelWeights,
+    stream: _Stream,
+    positions: torch.Tensor,
+    patch: torch.Tensor | None,
+    edge_start: int,
+) -> torch.Tensor:
+    """Logits ``[S, N, P, V]`` read at ``positions``; only those positions are unembedded."""
+    rows = torch.arange(positions.shape[0], device=positions.device)[:, None]
+    resid = stream.resid[:, rows, positions]  # [S, N, P, d]
+    if patch is not None:
+        coeff = patch[:, edge_start : edge_start + stream.count]
+        resid = resid + stream.term_at(coeff, rows, positions)
+    return weights.ln_final(resid) @ weights.w_u + weights.b_u

@@ -1,0 +1,1 @@
+"""Discovery methods: EAP, EAP-IG, ACDC (and others registered in ``registry``)."""

@@ -1,0 +1,285 @@
+"""The contract every discovery method keeps, and the conversion of its scores to a circuit.
+
+A method is a plain function (auto-circuit style)::
+
+    def method(model, task, graph, config, progress=None) -> ScoreResult
+
+``config`` is a frozen dataclass subclassing ``MethodConfig``: it carries the method's name
+(``method_name``), serialises with ``to_dict`` / ``from_dict`` (so the worker can queue it and
+the API can list its options), and always includes the ablation and the metric, because those
+decide what a circuit means. ``progress(fraction, message)`` is called as work advances.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, TypeVar
+
+import torch
+
+from circuitreg.schema.circuit import (
+    CircuitDocument,
+    Component,
+    Edge,
+    MethodRef,
+    ModelRef,
+    Provenance,
+    TaskRef,
+)
+from circuitreg.workers.graph import ComputationalGraph
+from circuitreg.workers.methods.selection import Selection, select_edges
+from circuitreg.workers.metrics import MetricFn, metric_name
+from circuitreg.workers.tasks.base import TaskData
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+
+AblationName = Literal["resample", "zero", "mean"]
+ProgressFn = Callable[[float, str], None]
+C = TypeVar("C", bound="MethodConfig")
+
+
+class ConfigError(ValueError):
+    """A method parameter that is unknown or has a bad value."""
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """Options shared by every method. Subclasses add their own and set ``method_name``."""
+
+    method_name: ClassVar[str] = "base"
+
+    ablation: AblationName = field(
+        default="resample", metadata={"help": "resample (corrupted prompts), zero or mean"}
+    )
+    metric: str | MetricFn = field(
+        default="logit_diff", metadata={"help": "logit_diff, prob, kl (or a callable in Python)"}
+    )
+    batch_size: int = field(default=32, metadata={"help": "prompt pairs per forward pass"})
+
+    def __post_init__(self) -> None:
+        if self.ablation not in ("resample", "zero", "mean"):
+            raise ConfigError(f"ablation {self.ablation!r} is not resample, zero or mean")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not (isinstance(self.metric, str) or callable(self.metric)):
+            raise ConfigError(f"metric must be a name or a callable, got {self.metric!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe parameters, including ``method``; a callable metric is recorded by name."""
+        data: dict[str, Any] = {"method": self.method_name}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            data[f.name] = metric_name(value) if f.name == "metric" else value
+        return data
+
+    @classmethod
+    def from_dict(cls: type[C], data: Mapping[str, Any]) -> C:
+        """Build from a mapping; strings (CLI ``k=v``) are converted to the field's type."""
+        data = dict(data)
+        named = data.pop("method", cls.method_name)
+        if named != cls.method_name:
+            raise ConfigError(f"parameters are for method {named!r}, not {cls.method_name!r}")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - set(fields))
+        if unknown:
+            raise ConfigError(
+                f"unknown parameter(s) {', '.join(unknown)} for method {cls.method_name!r}; "
+                f"known: {', '.join(fields)}"
+            )
+        hints = typing.get_type_hints(cls)
+        kwargs = {k: _coerce(k, v, hints[k]) for k, v in data.items()}
+        try:
+            return cls(**kwargs)
+        except TypeError as exc:
+            raise ConfigError(f"bad parameters for {cls.method_name!r}: {exc}") from exc
+
+    @classmethod
+    def options(cls) -> list[dict[str, Any]]:
+        """Every option: name, type, default and help (for ``circuitreg methods`` and the API)."""
+        hints = typing.get_type_hints(cls)
+        out = []
+        for f in dataclasses.fields(cls):
+            default = f.default if f.default is not dataclasses.MISSING else None
+            out.append(
+                {
+                    "name": f.name,
+                    "type": "str" if f.name == "metric" else _type_label(hints[f.name]),
+                    "default": default,
+                    "help": f.metadata.get("help", ""),
+                }
+            )
+        return out
+
+
+def _type_label(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if isinstance(tp, type):
+        return tp.__name__
+    return str(tp).replace("typing.", "")
+
+
+def _coerce(name: str, value: Any, tp: Any) -> Any:
+    """Convert a CLI string to the annotated type; other values pass through."""
+    if not isinstance(value, str):
+        return value
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise ConfigError(f"{name}={value!r} is not one of {', '.join(map(str, choices))}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if str in args:
+            return value
+        tp = args[0]
+    try:
+        if tp is bool:
+            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(value)
+            return value.lower() in ("true", "1", "yes")
+        if tp in (int, float):
+            return tp(value)
+    except ValueError:
+        raise ConfigError(f"{name}={value!r} is not a valid {tp.__name__}") from None
+    return value
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """What a method returns: signed edge scores and the cost of computing them.
+
+    ``edge_scores`` is ``[n_edges]`` in ``graph.edges`` order, on the CPU. Larger magnitude
+    means more important; the sign says whether the edge helps (+) or hurts (-) the metric's
+    direction as the method defines it. ``extra`` holds method-specific measurements (clean
+    and corrupted metric, the circuit ACDC kept, ...).
+    """
+
+    edge_scores: torch.Tensor
+    method: str
+    params: dict[str, Any]
+    n_forward: int
+    n_backward: int
+    seconds: float
+    node_scores: torch.Tensor | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Method(Protocol):
+    """A discovery method."""
+
+    def __call__(
+        self,
+        model: TransformerBridge,
+        task: TaskData,
+        graph: ComputationalGraph,
+        config: Any,
+        progress: ProgressFn | None = None,
+    ) -> ScoreResult:
+        """Score every edge of ``graph`` on ``task``."""
+        ...
+
+
+def _versions() -> dict[str, str | None]:
+    import importlib.metadata as md
+
+    def version(pkg: str) -> str | None:
+        try:
+            return md.version(pkg)
+        except md.PackageNotFoundError:
+            return None
+
+    return {
+        "code_version": version("circuitreg"),
+        "transformer_lens_version": version("transformer-lens"),
+        "torch_version": torch.__version__,
+    }
+
+
+def to_document(
+    result: ScoreResult,
+    graph: ComputationalGraph,
+    selection: Selection | torch.Tensor,
+    model_ref: ModelRef,
+    task: TaskData | TaskRef,
+    *,
+    seed: int | None = None,
+    job_id: str | None = None,
+    device: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> CircuitDocument:
+    """The interchange document: every edge with its score and ``in_circuit`` flag.
+
+    ``selection`` is a ``Selection`` (applied to the scores) or a boolean ``[n_edges]`` mask
+    already chosen (ACDC's kept edges). The task's corruption, the versions of TransformerLens
+    and torch, and the selection are recorded.
+    """
+    graph.check_edge_vector(result.edge_scores)
+    if (model_ref.n_layers, model_ref.n_heads) != (graph.n_layers, graph.n_heads):
+        raise ConfigError(
+            f"model {model_ref.name!r} is {model_ref.n_layers}x{model_ref.n_heads} but the graph "
+            f"is {graph.n_layers}x{graph.n_heads}"
+        )
+    if isinstance(selection, Selection):
+        mask = select_edges(result.edge_scores, graph, selection)
+        selection_info: dict[str, Any] = selection.to_dict()
+    else:
+        graph.check_edge_vector(selection)
+        mask = selection.bool().cpu()
+        selection_info = {"mode": "mask", "n_edges": int(mask.sum())}
+    task_ref = task if isinstance(task, TaskRef) else _task_ref(task)
+    scores = result.edge_scores.detach().float().cpu().tolist()
+    flags = mask.tolist()
+    edges = tuple(
+        Edge.from_name(name, score=scores[i], in_circuit=bool(flags[i]))
+        for i, name in enumerate(graph.edges)
+    )
+    in_circuit = set(graph.nodes_in(mask))
+    node_scores = (
+        result.node_scores.detach().float().cpu().tolist()
+        if result.node_scores is not None and result.node_scores.numel() == graph.n_nodes
+        else None
+    )
+    components = tuple(
+        Component.from_name(
+            name,
+            score=None if node_scores is None else node_scores[i],
+            in_circuit=name in in_circuit,
+        )
+        for i, name in enumerate(graph.nodes)
+    )
+    params = {k: v for k, v in result.params.items() if k not in ("ablation", "metric")}
+    provenance_extra = {
+        "selection": selection_info,
+        "n_forward": result.n_forward,
+        "n_backward": result.n_backward,
+        "seconds": round(result.seconds, 4),
+        **(extra or {}),
+    }
+    return CircuitDocument(
+        model=model_ref,
+        task=task_ref,
+        method=MethodRef(name=result.method, params=params),
+        ablation=str(result.params.get("ablation", "resample")),
+        metric=str(result.params.get("metric", "logit_diff")),
+        seed=seed,
+        components=components,
+        edges=edges,
+        provenance=Provenance(**_versions(), device=device, job_id=job_id, extra=provenance_extra),
+    )
+
+
+def _task_ref(task: TaskData) -> TaskRef:
+    return TaskRef(
+        name=task.name,
+        spec=task.describe()["spec"],
+        corruption=task.corruption,
+        dataset_hash=task.dataset_hash,
+        n_examples=task.n_examples,
+    )

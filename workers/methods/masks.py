@@ -1,0 +1,287 @@
+"""Differentiable mask pruning: learn which edges to keep with an L0 penalty.
+
+Every edge gets a learnable logit. Each step samples masks from a stochastic relaxation of
+Bernoulli gates (hard-concrete as in Edge Pruning, Bhaskar et al. 2024, or Gumbel-sigmoid with
+a straight-through estimator as in DiscoGP, Yu et al. 2024; see ``masks_param``), runs the
+intervention engine with each edge interpolated between its clean value (mask 1) and its
+ablated value (mask 0), and takes an Adam step on
+
+    faithfulness loss + sparsity term
+
+* faithfulness: ``objective="metric"`` keeps the task metric of the masked model at the clean
+  model's value, per example (squared error, divided by the squared clean-vs-ablated gap so
+  the loss is scale free); ``objective="kl"`` keeps the output distribution at the read
+  positions (KL from the clean model's, as Edge Pruning does).
+* sparsity: with ``sparsity_control="target"`` the expected density ``d`` is driven down to
+  ``d* = 1 - target_sparsity`` by Edge Pruning's Lagrangian ``l1 * e + l2 * e^2``, whose
+  multipliers rise by gradient ascent while the constraint is violated, and ``d*`` ramps down
+  linearly over the first ``warmup`` fraction of the steps. Edge Pruning uses the two-sided
+  gap ``e = d - d*``; here ``e = relu(d - d*)`` (density *at most* the target), because with
+  the two-sided gap the multiplier built up during the ramp kept pushing after the target was
+  met, and with straight-through masks the overshoot switched whole paths off for good (a
+  path whose other edges are off gives its edges no gradient). With ``"lambda"``, a fixed
+  ``sparsity_lambda`` multiplies the expected density instead (DiscoGP's penalty).
+
+Scores. The learned logits are monotone in the keep probability; the shared selection ranks
+by ``|score|``, so the scores reported are ``sigmoid(logit)`` (ranking and top-k identical to
+the logits', never negative) and the raw logits are in ``extra["mask_logits"]``. An edge is
+in the learned circuit when its logit is positive, i.e. its score exceeds 0.5: the selection
+``threshold 0.5`` returns it, and ``extra`` records its size, sparsity and metric.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import torch
+
+from circuitreg.workers.engine import InterventionEngine, PreparedBatch
+from circuitreg.workers.graph import ComputationalGraph
+from circuitreg.workers.methods.base import ConfigError, MethodConfig, ProgressFn, ScoreResult
+from circuitreg.workers.methods.masks_param import (
+    PARAMETERISATIONS,
+    Parameterisation,
+    deterministic_mask,
+    make_distribution,
+)
+from circuitreg.workers.tasks.base import TaskData
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+
+Objective = Literal["metric", "kl"]
+SparsityControl = Literal["target", "lambda"]
+DEFAULT_TEMPERATURE: dict[str, float] = {"hard_concrete": 2 / 3, "gumbel_sigmoid": 1.0}
+
+
+@dataclass(frozen=True)
+class MaskPruningConfig(MethodConfig):
+    """Options of differentiable mask pruning."""
+
+    method_name: ClassVar[str] = "mask_pruning"
+
+    parameterisation: Parameterisation = field(
+        default="hard_concrete",
+        metadata={"help": "hard_concrete (Edge Pruning) or gumbel_sigmoid (DiscoGP, STE)"},
+    )
+    sparsity_control: SparsityControl = field(
+        default="target",
+        metadata={"help": "target (Lagrangian towards target_sparsity) or lambda (fixed)"},
+    )
+    target_sparsity: float = field(
+        default=0.95, metadata={"help": "fraction of edges to remove (sparsity_control=target)"}
+    )
+    sparsity_lambda: float = field(
+        default=1.0, metadata={"help": "weight of the expected density (sparsity_control=lambda)"}
+    )
+    steps: int = field(default=300, metadata={"help": "optimisation steps"})
+    lr: float = field(default=0.1, metadata={"help": "Adam learning rate of the mask logits"})
+    lagrangian_lr: float = field(
+        default=3.0, metadata={"help": "ascent rate of the sparsity multipliers"}
+    )
+    temperature: float | None = field(
+        default=None, metadata={"help": "relaxation temperature; None: 2/3 (hc) or 1 (gs)"}
+    )
+    init_logit: float = field(default=3.0, metadata={"help": "starting logit (keep ~all)"})
+    warmup: float = field(
+        default=0.3, metadata={"help": "fraction of steps over which the target ramps up"}
+    )
+    mask_samples: int = field(default=1, metadata={"help": "masks sampled per step"})
+    objective: Objective = field(
+        default="metric", metadata={"help": "metric (keep the task metric) or kl (outputs)"}
+    )
+    seed: int = field(default=0, metadata={"help": "seed of the mask noise"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.parameterisation not in PARAMETERISATIONS:
+            raise ConfigError(
+                f"parameterisation {self.parameterisation!r} is not one of {PARAMETERISATIONS}"
+            )
+        if self.sparsity_control not in ("target", "lambda"):
+            raise ConfigError(f"sparsity_control {self.sparsity_control!r} is not target or lambda")
+        if not 0.0 <= self.target_sparsity < 1.0:
+            raise ConfigError(f"target_sparsity must be in [0, 1), got {self.target_sparsity}")
+        if not (self.sparsity_lambda >= 0 and math.isfinite(self.sparsity_lambda)):
+            raise ConfigError(f"sparsity_lambda must be >= 0, got {self.sparsity_lambda}")
+        for name in ("steps", "mask_samples"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("lr", "lagrangian_lr"):
+            value = getattr(self, name)
+            if not (value > 0 and math.isfinite(value)):
+                raise ConfigError(f"{name} must be a positive number, got {value}")
+        if self.temperature is not None and not (
+            self.temperature > 0 and math.isfinite(self.temperature)
+        ):
+            raise ConfigError(f"temperature must be a positive number, got {self.temperature}")
+        if not 0.0 <= self.warmup <= 1.0:
+            raise ConfigError(f"warmup must be in [0, 1], got {self.warmup}")
+        if self.objective not in ("metric", "kl"):
+            raise ConfigError(f"objective {self.objective!r} is not metric or kl")
+
+    @property
+    def effective_temperature(self) -> float:
+        """The temperature used: the configured one or the parameterisation's default."""
+        if self.temperature is not None:
+            return self.temperature
+        return DEFAULT_TEMPERATURE[self.parameterisation]
+
+
+def mask_pruning(
+    model: TransformerBridge,
+    task: TaskData,
+    graph: ComputationalGraph,
+    config: MaskPruningConfig,
+    progress: ProgressFn | None = None,
+) -> ScoreResult:
+    """Learn edge masks; scores are the keep probabilities ``sigmoid(logit)`` (see module)."""
+    if not isinstance(config, MaskPruningConfig):
+        raise ConfigError(f"mask_pruning needs a MaskPruningConfig, not {config!r}")
+    started = time.perf_counter()
+    engine = InterventionEngine(
+        model, graph, task, config.ablation, config.metric, config.batch_size,
+        set_batch=config.mask_samples,
+    )  # fmt: skip
+    batches = list(engine.batches())
+    references = [_reference(engine, batch) for batch in batches]
+    distribution = make_distribution(config.parameterisation, config.effective_temperature)
+    device = engine.device
+    logits = torch.full((graph.n_edges,), config.init_logit, device=device, requires_grad=True)
+    multipliers = torch.zeros(2, device=device, requires_grad=True)
+    optimiser = torch.optim.Adam([logits], lr=config.lr)
+    ascent = torch.optim.SGD([multipliers], lr=config.lagrangian_lr, maximize=True)
+    history: list[dict[str, float]] = []
+    n_backward = 0
+    with _frozen(model), _seeded(config.seed, device):
+        for step in range(config.steps):
+            index = step % len(batches)
+            keep = distribution.sample(logits, config.mask_samples)
+            out = engine.run(batches[index], 1.0 - keep)
+            faith = _faithfulness(engine, batches[index], out, references[index], config)
+            density = distribution.expected_density(logits).mean()
+            target = _target_density(config, step)
+            if target is None:
+                sparsity = config.sparsity_lambda * density
+            else:
+                excess = torch.relu(density - target)
+                sparsity = multipliers[0] * excess + multipliers[1] * excess**2
+            optimiser.zero_grad()
+            ascent.zero_grad()
+            (faith + sparsity).backward()
+            n_backward += 1
+            optimiser.step()
+            if target is not None:
+                ascent.step()
+            if step % max(1, config.steps // 20) == 0 or step == config.steps - 1:
+                history.append(
+                    {
+                        "step": step,
+                        "faithfulness_loss": float(faith.detach()),
+                        "density": float(density.detach()),
+                    }
+                )
+            if progress is not None:
+                progress((step + 1) / config.steps, f"mask pruning: step {step + 1}/{config.steps}")
+    learned = logits.detach().cpu()
+    circuit = deterministic_mask(learned)
+    circuit_metric, clean_metric = (float(v) for v in engine.evaluate_circuits(
+        torch.stack([circuit, torch.ones_like(circuit)])
+    ))  # fmt: skip
+    return ScoreResult(
+        edge_scores=torch.sigmoid(learned),
+        method=MaskPruningConfig.method_name,
+        params=config.to_dict(),
+        n_forward=engine.n_forward,
+        n_backward=n_backward,
+        seconds=time.perf_counter() - started,
+        extra={
+            "mask_logits": learned.tolist(),
+            "circuit_edges": int(circuit.sum()),
+            "achieved_sparsity": 1.0 - float(circuit.float().mean()),
+            "target_sparsity": (
+                config.target_sparsity if config.sparsity_control == "target" else None
+            ),
+            "circuit_metric": circuit_metric,
+            "clean_metric": clean_metric,
+            "temperature": config.effective_temperature,
+            "history": history,
+            "corruption": task.corruption,
+        },
+    )
+
+
+@dataclass(frozen=True)
+class _Reference:
+    """Per-batch values the faithfulness loss compares against."""
+
+    clean_values: torch.Tensor  # [N] metric of the unmasked model
+    scale: torch.Tensor  # mean squared clean-vs-ablated gap, the loss's unit
+
+
+def _reference(engine: InterventionEngine, batch: PreparedBatch) -> _Reference:
+    with torch.no_grad():
+        both = engine.run(batch, torch.stack([torch.zeros(engine.graph.n_edges),
+                                              torch.ones(engine.graph.n_edges)]))  # fmt: skip
+        values = engine.metric.per_example(both, batch.task, batch.clean_logprobs)  # [2, N]
+    gap = ((values[0] - values[1]) ** 2).mean()
+    return _Reference(clean_values=values[0], scale=gap.clamp_min(1e-8))
+
+
+def _faithfulness(
+    engine: InterventionEngine,
+    batch: PreparedBatch,
+    logits: torch.Tensor,
+    reference: _Reference,
+    config: MaskPruningConfig,
+) -> torch.Tensor:
+    if config.objective == "kl":
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        clean = batch.clean_logprobs.float()
+        return (clean.exp() * (clean - logprobs)).sum(-1).mean()
+    values = engine.metric.per_example(logits, batch.task, batch.clean_logprobs)  # [S, N]
+    return ((values - reference.clean_values) ** 2).mean() / reference.scale
+
+
+def _target_density(config: MaskPruningConfig, step: int) -> float | None:
+    if config.sparsity_control == "lambda":
+        return None
+    ramp = config.warmup * config.steps
+    progress = 1.0 if ramp <= 0 else min(1.0, (step + 1) / ramp)
+    return 1.0 - config.target_sparsity * progress
+
+
+@contextlib.contextmanager
+def _frozen(model: Any) -> Iterator[None]:
+    """Stop gradients into the model's own parameters (the engine calls its norms and MLPs),
+    so training the masks never writes ``.grad`` on the caller's model."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+@contextlib.contextmanager
+def _seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Seed the mask noise without disturbing the caller's random state."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+METHOD = (
+    MaskPruningConfig.method_name,
+    mask_pruning,
+    MaskPruningConfig,
+    "Differentiable mask pruning with an L0 penalty (hard-concrete or Gumbel-sigmoid STE)",
+)

@@ -1,0 +1,1 @@
+"""Discovery tasks: prompt pairs with answers, built by name from a spec string."""

@@ -1,0 +1,158 @@
+"""Text task generators: IOI, greater-than and docstring (they need the model's tokenizer).
+
+Names, years and argument words are kept only if the tokenizer makes them a single token
+(GPT-2's does for the lists below); a tokenizer that leaves too few raises a clear error.
+Each generator is seeded, and states its corruption:
+
+- IOI (Wang et al. 2022): ``When Mary and John went to the store, John gave a drink to``
+  -> `` Mary`` (distractor `` John``). Corruption ``abc``: all three names replaced by other
+  names, which removes the name-mover signal while keeping the template.
+- Greater-than (Hanna et al. 2023): ``The war lasted from the year 17YY to the year 17`` ->
+  ``YY+1`` (distractor ``YY-1``). Corruption ``01``: the start year becomes ``1701``.
+- Docstring (Heimersheim & Janiak 2023): a function whose docstring lists ``:param`` lines for
+  its arguments in order; the answer is the next argument name, the distractor another one.
+  Corruption: the arguments in the ``def`` line are renamed.
+"""
+
+from __future__ import annotations
+
+import random
+
+from circuitreg.workers.tasks.base import TaskContext, TaskData, TaskError
+from circuitreg.workers.tasks.text import PromptPair, build_from_pairs, is_single_token
+
+NAMES = [
+    "Mary",
+    "John",
+    "Alice",
+    "Bob",
+    "Tom",
+    "James",
+    "Sarah",
+    "Paul",
+    "Anna",
+    "Mark",
+    "Lisa",
+    "David",
+    "Kate",
+    "Peter",
+    "Emma",
+    "Jack",
+    "Laura",
+    "Daniel",
+    "Rachel",
+    "Michael",
+]
+PLACES = ("store", "park", "school", "house", "office", "garden")
+OBJECTS = ("drink", "book", "ring", "bone", "kiss", "letter")
+IOI_TEMPLATES = (
+    "When {A} and {B} went to the {P}, {S} gave a {O} to",
+    "Then, {A} and {B} had a long day at the {P}. {S} gave a {O} to",
+    "After {A} and {B} met at the {P}, {S} handed a {O} to",
+)
+WORDS = [
+    "load",
+    "size",
+    "files",
+    "last",
+    "name",
+    "value",
+    "data",
+    "mode",
+    "node",
+    "user",
+    "item",
+    "file",
+    "line",
+    "text",
+    "port",
+    "key",
+    "page",
+    "code",
+    "time",
+    "state",
+]
+
+
+def _single_tokens(context: TaskContext, words: list[str], need: int, what: str) -> list[str]:
+    kept = [w for w in words if is_single_token(context, " " + w)]
+    if len(kept) < need:
+        raise TaskError(
+            f"the tokenizer makes only {len(kept)} {what} single tokens; this task needs {need}"
+        )
+    return kept
+
+
+def ioi_task(context: TaskContext, n: int = 64, seed: int = 0) -> TaskData:
+    """Indirect object identification with ABC corruption."""
+    names = _single_tokens(context, list(NAMES), 6, "names")
+    rng = random.Random(seed)
+    pairs = []
+    for _ in range(n):
+        template = rng.choice(IOI_TEMPLATES)
+        a, b, c, d, e = rng.sample(names, 5)
+        place, obj = rng.choice(PLACES), rng.choice(OBJECTS)
+        clean = template.format(A=a, B=b, S=b, P=place, O=obj)
+        corrupted = template.format(A=c, B=d, S=e, P=place, O=obj)
+        pairs.append(PromptPair(clean, corrupted, " " + a, " " + b))
+    return build_from_pairs(
+        "ioi", {"n": n, "seed": seed}, pairs, context, "ioi/abc: all three names replaced"
+    )
+
+
+def greater_than_task(context: TaskContext, n: int = 64, seed: int = 0) -> TaskData:
+    """Greater-than on years; logit difference between year+1 and year-1."""
+    two_digit = [f"{y:02d}" for y in range(2, 99)]
+    usable = [y for y in two_digit if is_single_token(context, y)]
+    if len(usable) < 10 or not is_single_token(context, "01"):
+        raise TaskError("the tokenizer does not make two-digit years single tokens")
+    usable_set = set(usable)
+    candidates = [
+        y for y in usable if f"{int(y) + 1:02d}" in usable_set and f"{int(y) - 1:02d}" in usable_set
+    ]
+    if not candidates:
+        raise TaskError("no two-digit year with single-token neighbours in this tokenizer")
+    rng = random.Random(seed)
+    pairs = []
+    for _ in range(n):
+        yy = rng.choice(candidates)
+        prefix = "The war lasted from the year 17"
+        pairs.append(
+            PromptPair(
+                f"{prefix}{yy} to the year 17",
+                f"{prefix}01 to the year 17",
+                f"{int(yy) + 1:02d}",
+                f"{int(yy) - 1:02d}",
+            )
+        )
+    return build_from_pairs(
+        "greater_than", {"n": n, "seed": seed}, pairs, context, "greater_than/01: start year 1701"
+    )
+
+
+def docstring_task(context: TaskContext, n: int = 64, seed: int = 0) -> TaskData:
+    """Docstring argument completion with renamed arguments in the corrupted prompt."""
+    words = _single_tokens(context, list(WORDS), 8, "argument words")
+    rng = random.Random(seed)
+    pairs = []
+    for _ in range(n):
+        args = rng.sample(words, 6)
+        real, fake = args[:3], args[3:]
+
+        def prompt(sig: list[str], documented: list[str]) -> str:
+            return (
+                f"def f(self, {sig[0]}, {sig[1]}, {sig[2]}):\n"
+                f'    """Do it.\n\n    :param {documented[0]}: the first\n'
+                f"    :param {documented[1]}: the second\n    :param"
+            )
+
+        pairs.append(
+            PromptPair(prompt(real, real), prompt(fake, real), " " + real[2], " " + real[0])
+        )
+    return build_from_pairs(
+        "docstring",
+        {"n": n, "seed": seed},
+        pairs,
+        context,
+        "docstring/random_def: arguments in the def line renamed",
+    )

@@ -1,0 +1,81 @@
+"""A custom task from a JSONL file of prompt pairs.
+
+One JSON object per line::
+
+    {"clean": "When Mary and John ...", "corrupted": "When Alice and Bob ...",
+     "answer": " Mary", "distractor": " John"}
+
+``clean`` and ``corrupted`` are text (needs a tokenizer) or lists of token ids; ``answer`` and
+``distractor`` are one token each, as text or id; ``distractor`` is optional (without it only
+the prob and kl metrics apply). An optional top-level ``"corruption"`` key on the first line
+describes how the corrupted prompts were made; otherwise the file name is recorded.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from circuitreg.workers.tasks.base import TaskContext, TaskData, TaskError
+from circuitreg.workers.tasks.text import PromptPair, build_from_pairs
+
+REQUIRED = ("clean", "corrupted", "answer")
+ALLOWED = {*REQUIRED, "distractor", "corruption"}
+
+
+def _pair(line_no: int, data: Any, path: Path) -> PromptPair:
+    where = f"{path}:{line_no}"
+    if not isinstance(data, dict):
+        raise TaskError(f"{where}: expected a JSON object, got {type(data).__name__}")
+    missing = [k for k in REQUIRED if k not in data]
+    if missing:
+        raise TaskError(f"{where}: missing {', '.join(missing)}")
+    unknown = sorted(set(data) - ALLOWED)
+    if unknown:
+        raise TaskError(f"{where}: unknown field(s) {', '.join(unknown)}")
+    for key in ("clean", "corrupted"):
+        value = data[key]
+        if not (
+            isinstance(value, str)
+            or (isinstance(value, list) and all(isinstance(t, int) for t in value))
+        ):
+            raise TaskError(f"{where}: {key} must be text or a list of token ids")
+    for key in ("answer", "distractor"):
+        if key in data and not isinstance(data[key], str | int):
+            raise TaskError(f"{where}: {key} must be text or a token id")
+    return PromptPair(data["clean"], data["corrupted"], data["answer"], data.get("distractor"))
+
+
+def load_jsonl_task(path: str | Path, context: TaskContext) -> TaskData:
+    """Read and tokenise a JSONL task file."""
+    path = Path(path)
+    if not path.is_file():
+        raise TaskError(f"task file {path} does not exist")
+    pairs: list[PromptPair] = []
+    corruption: str | None = None
+    with path.open(encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise TaskError(f"{path}:{line_no}: not valid JSON ({exc.msg})") from None
+            pairs.append(_pair(line_no, data, path))
+            if corruption is None and isinstance(data, dict) and "corruption" in data:
+                corruption = str(data["corruption"])
+    return build_from_pairs(
+        "jsonl",
+        {"path": str(path)},
+        pairs,
+        context,
+        corruption or f"prompt pairs from {path.name}",
+    )
+
+
+def build_jsonl(options: dict[str, str], context: TaskContext) -> TaskData:
+    """Registry builder: ``jsonl:PATH`` or ``jsonl:path=PATH``."""
+    if "path" not in options:
+        raise TaskError("jsonl task needs a path: jsonl:/path/to/pairs.jsonl")
+    return load_jsonl_task(options["path"], context)

@@ -1,0 +1,100 @@
+"""The discovery task for a compiled tracr program: ``tracr:program=reverse,n=64,seed=0``.
+
+Clean prompts are inputs drawn from the program's vocabulary, corrupted prompts are inputs
+drawn independently (resampling), and the metric is read at every non-BOS position. Answers
+are the program's outputs as RASP evaluated them when the fixture was compiled: prompts are
+drawn from the fixture's full-length reference samples, so no answer comes from the model
+under study. For a categorical program the distractor at a position is the corrupted input's
+output there (or the next output class when the two agree), so ``logit_diff`` compares the
+right class with a wrong one. A numerical program's logit 0 is its value and logit 1 a
+constant zero, so ``logit_diff`` (answer 0, distractor 1) reads the value itself.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from circuitreg.workers.tasks.base import TaskContext, TaskData, TaskError, TaskInfo
+
+
+def tracr_task(program: str, n: int = 64, seed: int = 0) -> TaskData:
+    """Build the task for ``program`` (a committed fixture name or ``path.py:function``)."""
+    from circuitreg.workers.models import ModelLoadError
+    from circuitreg.workers.tracr.loading import resolve_tracr_fixture
+
+    if n < 1:
+        raise TaskError(f"tracr task needs n >= 1, got {n}")
+    try:
+        fixture = resolve_tracr_fixture(f"tracr:{program}")
+    except ModelLoadError as exc:
+        raise TaskError(f"tracr task: {exc}") from None
+    pool = [s for s in fixture.samples if len(s.inputs) == fixture.max_seq_len]
+    if len(pool) < 2:
+        raise TaskError(f"tracr program {fixture.name!r} has fewer than 2 full-length samples")
+    gen = torch.Generator().manual_seed(seed)
+    clean_idx = torch.randint(len(pool), (n,), generator=gen)
+    shift = torch.randint(1, len(pool), (n,), generator=gen)
+    corrupt_idx = (clean_idx + shift) % len(pool)  # never the clean sample itself
+    clean = torch.stack([fixture.encode(pool[i].inputs) for i in clean_idx.tolist()])
+    corrupted = torch.stack([fixture.encode(pool[i].inputs) for i in corrupt_idx.tolist()])
+    length = fixture.max_seq_len
+    positions = torch.arange(1, length + 1).expand(n, -1).clone()
+    if fixture.output_encoding is None:
+        answers = torch.zeros(n, length, dtype=torch.long)
+        distractors = torch.ones(n, length, dtype=torch.long)
+        metric_note = "numerical output: logit_diff reads the program's value"
+    else:
+        encoding = fixture.output_encoding
+
+        def classes(index: torch.Tensor) -> torch.Tensor:
+            try:
+                return torch.tensor(
+                    [[encoding[str(v)] for v in pool[i].outputs] for i in index.tolist()]
+                )
+            except KeyError as exc:
+                raise TaskError(
+                    f"tracr program {fixture.name!r}: output {exc.args[0]!r} has no logit"
+                ) from None
+
+        answers, other = classes(clean_idx), classes(corrupt_idx)
+        distractors = torch.where(other != answers, other, (answers + 1) % len(encoding))
+        metric_note = "categorical output: distractor is the corrupted input's output"
+    return TaskData(
+        name="tracr",
+        spec={"program": program, "n": n, "seed": seed, "fixture": fixture.name},
+        clean=clean,
+        corrupted=corrupted,
+        positions=positions,
+        answers=answers,
+        distractors=distractors,
+        corruption=f"tracr/{fixture.name}: inputs resampled from the vocabulary; {metric_note}",
+    )
+
+
+def build_tracr(options: dict[str, str], context: TaskContext) -> TaskData:
+    """Registry builder: ``tracr:reverse`` or, with options, ``tracr:program=reverse,n=64``."""
+    program = options.get("program") or options.get("")
+    if not program:
+        raise TaskError("tracr task needs a program, e.g. tracr:reverse")
+    try:
+        n, seed = int(options.get("n", "64")), int(options.get("seed", "0"))
+    except ValueError as exc:
+        raise TaskError(f"tracr task options n and seed must be integers: {exc}") from None
+    task = tracr_task(program, n=n, seed=seed)
+    if int(task.clean.max()) >= context.d_vocab:
+        raise TaskError(
+            f"tracr program {program!r} uses token ids up to {int(task.clean.max())}, but the "
+            f"model has d_vocab={context.d_vocab}: load the model tracr:{program}"
+        )
+    return task
+
+
+TASKS = (
+    TaskInfo(
+        name="tracr",
+        builder=build_tracr,
+        options={"program": "", "n": "64", "seed": "0"},
+        description="Outputs of a compiled tracr program (use with the model tracr:<program>)",
+        positional="program",
+    ),
+)
