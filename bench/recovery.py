@@ -62,7 +62,9 @@ def method_params(method: str, mask_steps: int, ablation: str) -> dict[str, Any]
     """Per-method settings: defaults, except the ablation and mask pruning's step count."""
     params: dict[str, Any] = {"ablation": ablation}
     if method == "mask_pruning":
-        params["steps"] = mask_steps
+        # Fixed-lambda sparsity lets the circuit's size emerge from the data; the default
+        # Lagrangian imposes 95% sparsity, i.e. a circuit size the recovery must not be told.
+        params |= {"steps": mask_steps, "sparsity_control": "lambda"}
     return params
 
 

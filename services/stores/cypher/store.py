@@ -59,7 +59,7 @@ from ..types import (
 from . import queries as q
 from .recording import execute, execute_many
 from .session import CypherSession
-from .writes import batches, write_statements
+from .writes import batches, dedupe_statements, write_statements
 
 
 class CypherStore:
@@ -108,6 +108,9 @@ class CypherStore:
                 # circuit is the same content, so only a still-missing circuit is an error.
                 if not self._run(q.circuit_exists(circuit_id)):
                     raise
+            # A writer racing this one may have committed first and this one's MERGEs
+            # duplicated some of its relationships after that writer cleaned up.
+            execute_many(self.session, dedupe_statements(circuit_id, pending=False))
         self._add_validations(circuit_id, doc.validation)
         return circuit_id
 
