@@ -30,6 +30,7 @@ from circuitreg.schema import (
 
 from .types import (
     CircuitDiff,
+    CircuitSummary,
     EvolutionStep,
     Motif,
     NodePattern,
@@ -99,6 +100,39 @@ def utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value.astimezone(UTC)
+
+
+SUMMARY_FIELDS = (
+    "id",
+    "model",
+    "checkpoint",
+    "step",
+    "task",
+    "method",
+    "ablation",
+    "metric",
+    "seed",
+    "n_components",
+    "n_edges",
+    "faithfulness",
+    "job_id",
+    "dense_scores_uri",
+)
+
+
+def circuit_summary(
+    row: Mapping[Any, Any],
+    tags: Iterable[str],
+    aliases: Iterable[str],
+    created_at: datetime | None,
+) -> CircuitSummary:
+    """A summary from a store's row: both stores name their columns as the summary does."""
+    return CircuitSummary(
+        **{name: row[name] for name in SUMMARY_FIELDS},
+        tags=tuple(sorted(tags)),
+        aliases=tuple(sorted(aliases)),
+        created_at=None if created_at is None else utc(created_at),
+    )
 
 
 def validation_key(result: ValidationResult) -> str:

@@ -35,6 +35,7 @@ from ..common import (
     check_nonempty,
     check_page_size,
     check_shared_args,
+    circuit_summary,
     evolution_steps,
     io_paths,
     latest_faithfulness,
@@ -406,24 +407,11 @@ def _float(value: Any) -> float | None:
 
 def _summary(row: dict[str, Any]) -> CircuitSummary:
     created = row["created_at"]
-    return CircuitSummary(
-        id=row["id"],
-        model=row["model"],
-        checkpoint=row["checkpoint"],
-        step=row["step"],
-        task=row["task"],
-        method=row["method"],
-        ablation=row["ablation"],
-        metric=row["metric"],
-        seed=row["seed"],
-        n_components=row["n_components"],
-        n_edges=row["n_edges"],
-        faithfulness=row["faithfulness"],
-        tags=tuple(sorted(row["tags"] or ())),
-        aliases=tuple(sorted(row["aliases"] or ())),
-        job_id=row["job_id"],
-        dense_scores_uri=row["dense_scores_uri"],
-        created_at=None if created is None else utc(datetime.fromisoformat(created)),
+    return circuit_summary(
+        row,
+        row["tags"] or (),
+        row["aliases"] or (),
+        None if created is None else datetime.fromisoformat(created),
     )
 
 

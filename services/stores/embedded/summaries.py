@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Select, exists, select
 
-from ..common import utc
+from ..common import circuit_summary
 from ..types import CircuitFilter, CircuitSummary
 from .models import (
     CircuitAlias,
@@ -91,25 +91,7 @@ def load_summaries(conn: Connection, stmt: AnySelect) -> list[CircuitSummary]:
     tags = _grouped(conn, CircuitTag.circuit_pk, CircuitTag.tag, pks)
     aliases = _grouped(conn, CircuitAlias.circuit_pk, CircuitAlias.alias, pks)
     return [
-        CircuitSummary(
-            id=row["id"],
-            model=row["model"],
-            checkpoint=row["checkpoint"],
-            step=row["step"],
-            task=row["task"],
-            method=row["method"],
-            ablation=row["ablation"],
-            metric=row["metric"],
-            seed=row["seed"],
-            n_components=row["n_components"],
-            n_edges=row["n_edges"],
-            faithfulness=row["faithfulness"],
-            tags=tuple(sorted(tags.get(row["pk"], ()))),
-            aliases=tuple(sorted(aliases.get(row["pk"], ()))),
-            job_id=row["job_id"],
-            dense_scores_uri=row["dense_scores_uri"],
-            created_at=utc(row["created_at"]),
-        )
+        circuit_summary(row, tags.get(row["pk"], ()), aliases.get(row["pk"], ()), row["created_at"])
         for row in rows
     ]
 
