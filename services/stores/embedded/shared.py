@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Text, case, cast, func, literal, select
+from sqlalchemy import Text, and_, case, cast, func, literal, or_, select
 
 from .models import CircuitEdge
 from .summaries import AnySelect
@@ -30,6 +30,34 @@ def _scores_json(dialect: str, circuit_pk: Any, score: Any) -> Any:
         + case((score.is_(None), literal("null")), else_=func.printf("%.17g", score))
     )
     return literal("{") + func.group_concat(entry, literal(",")) + literal("}")
+
+
+MAX_RANGES = 8
+
+
+def pk_ranges(pks: list[int]) -> list[tuple[int, int]]:
+    """Sorted, distinct ``pks`` as maximal runs of consecutive values, ``(first, last)``."""
+    runs: list[tuple[int, int]] = []
+    for pk in sorted(set(pks)):
+        if runs and pk == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], pk)
+        else:
+            runs.append((pk, pk))
+    return runs
+
+
+def in_selection(column: Any, pks: list[int]) -> Any:
+    """``column IN pks``, written as a few ranges when the pks are runs of consecutive values.
+
+    Circuits written together (a run's checkpoints, a sweep) get consecutive keys, and a
+    selection of them is then a handful of runs: two comparisons per row instead of a probe
+    into SQLite's temporary index of the IN list, which is most of a scan's cost over a
+    million (edge, circuit) rows (measured: 0.21 s with IN, 0.06 s without, bench/store).
+    """
+    runs = pk_ranges(pks)
+    if len(runs) > MAX_RANGES:
+        return column.in_(pks)
+    return or_(*(column == lo if lo == hi else and_(column >= lo, column <= hi) for lo, hi in runs))
 
 
 def shared_edges_sql(
@@ -59,7 +87,7 @@ def shared_edges_sql(
     if scan_index and dialect == "sqlite":
         selected = selected + 0
     if not positional:
-        rows_filter = [selected.in_(pks)]
+        rows_filter = [in_selection(selected, pks)]
         if min_importance > 0:
             rows_filter.append(func.abs(CircuitEdge.score) >= min_importance)
         stmt = select(
@@ -81,7 +109,7 @@ def shared_edges_sql(
             CircuitEdge.circuit_pk.label("circuit_pk"),
             importance.label("importance"),
         )
-        .where(selected.in_(pks))
+        .where(in_selection(selected, pks))
         .group_by(CircuitEdge.edge_id, CircuitEdge.circuit_pk)
     )
     if min_importance > 0:

@@ -306,9 +306,10 @@ class EmbeddedStore:
                 ):
                     ends[eid] = (name, src, dst, recv)
         by_edge: dict[str, dict[str, float | None]] = {}
+        id_of = {str(pk): cid for pk, cid in pk_to_id.items()}  # JSON keys are text
         for eid, scores in rows:
             per_circuit = by_edge.setdefault(ends[eid][0], {})
-            per_circuit.update({pk_to_id[int(pk)]: v for pk, v in json.loads(scores).items()})
+            per_circuit.update({id_of[pk]: v for pk, v in json.loads(scores).items()})
         edges, comps = shape_shared(
             by_edge,
             {name: (src, dst, recv) for name, src, dst, recv in ends.values()},
