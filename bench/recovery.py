@@ -69,13 +69,16 @@ def method_params(method: str, mask_steps: int, ablation: str) -> dict[str, Any]
 
 
 def ablations(label: str) -> tuple[str, ...]:
-    """Resample (the tasks' own corruption) everywhere; zero ablation too on tracr.
+    """Resample (the tasks' own corruption) and zero ablation, for every case.
 
-    tracr's resampled prompts are all full length and differ only in tokens, so edges that
-    carry position or length are identical in both runs and invisible to resampling; zero
-    ablation shows what the methods recover when every true edge carries a signal.
+    What a corruption changes decides what a method can see: tracr's resampled prompts are
+    all full length and differ only in tokens, so edges that carry position or length are
+    identical in both runs; the toy's ``corrupt=first`` keeps the positions and the repeated
+    half, so the previous-token head's query and key (positional) and the induction head's
+    query (the current token) carry the same values. Zero ablation removes everything.
     """
-    return ("resample", "zero") if label.startswith("tracr") else ("resample",)
+    del label
+    return ("resample", "zero")
 
 
 def main() -> None:
@@ -125,8 +128,9 @@ def main() -> None:
         f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (other jobs share the machine).",
         "",
         "Primary: resample ablation from each task's corrupted prompts (the tasks' own "
-        "corruption); tracr cases are also run with zero ablation, because tracr's resampled "
-        "prompts differ only in tokens, so position/length edges are invisible to resampling. "
+        "corruption) and zero ablation for every case: resampling keeps what clean and corrupted "
+        "prompts share (tracr: positions and length; the toy: positions and the repeated half) "
+        "invisible. "
         "Metric logit_diff (the tasks' "
         "own metric) for every method, including ACDC (its default is kl). ROC AUC of |score| "
         "against the true edges; precision/recall of the method's own circuit (ACDC, mask "

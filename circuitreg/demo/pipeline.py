@@ -153,6 +153,8 @@ def run_demo(
                 )
             else:
                 results = _faithfulness_only(loaded.bridge, task, graph, doc, config)
+            bar.n = bar.total
+            bar.refresh()
             doc = doc.with_validation(*results)
             circuit_id = store_document(store, artifacts, doc).circuit_id
         faith = next(

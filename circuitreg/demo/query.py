@@ -69,6 +69,9 @@ async def ask_api(settings: Settings, store: Any, question: DemoQuestion) -> dic
         token = create_token(engine, f"demo-{int(time.time() * 1000)}", "read")
     finally:
         engine.dispose()
+    if "log_level" not in settings.model_fields_set:
+        # The demo prints its own answer; per-request access lines would bury it.
+        settings = settings.model_copy(update={"log_level": "WARNING"})
     app = create_app(settings, store)
     requests: list[tuple[str, dict[str, Any]]] = [
         (
