@@ -33,16 +33,9 @@ from typing import Any, TypeVar, cast
 from sqlalchemy import Connection, Engine, RowMapping, Table, and_, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from tenacity import (
-    Retrying,
-    before_sleep_log,
-    retry_if_exception,
-    stop_after_delay,
-    wait_exponential,
-)
 
 from circuitreg.services.db.base import make_engine, utcnow
+from circuitreg.services.db.retry import retry_transient
 from circuitreg.settings import Settings
 
 from .models import (
@@ -76,13 +69,6 @@ JOBS = cast(Table, JobRow.__table__)
 EVENTS = cast(Table, JobEventRow.__table__)
 MAX_ERROR_CHARS = 20_000
 MAX_PAGE = 1000
-
-
-def _is_transient(exc: BaseException) -> bool:
-    """Errors worth retrying: the connection went away, or SQLite was busy."""
-    if isinstance(exc, OperationalError | InterfaceError):
-        return True
-    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -187,16 +173,7 @@ class JobQueue:
 
     def _retrying(self, operation: Callable[[], T]) -> T:
         """Run ``operation`` again after transient database errors, for a bounded time."""
-        for attempt in Retrying(
-            retry=retry_if_exception(_is_transient),
-            wait=wait_exponential(multiplier=0.1, max=2.0),
-            stop=stop_after_delay(self.db_retry_seconds),
-            before_sleep=before_sleep_log(log, logging.WARNING),
-            reraise=True,
-        ):
-            with attempt:
-                return operation()
-        raise AssertionError("unreachable: tenacity either returns or reraises")
+        return retry_transient(operation, self.db_retry_seconds)
 
     @staticmethod
     def _log(

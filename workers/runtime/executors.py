@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from circuitreg.services.artifacts import ArtifactStore
+from circuitreg.services.db.retry import retry_transient
 from circuitreg.services.interchange.stored import load_document, store_document
 from circuitreg.services.queue import JobRecord, JobSpec
 from circuitreg.services.stores.types import GraphStore
@@ -52,8 +54,12 @@ class JobExecutor:
         device: str,
         models: ModelCache | None = None,
         artifacts: ArtifactStore | None = None,
+        db_retry_seconds: float = 30.0,
     ) -> None:
         self.store = store
+        # Store writes are idempotent (content-addressed circuits, keyed validations), so a
+        # dropped connection is retried here instead of failing, and re-running, the job.
+        self.db_retry_seconds = db_retry_seconds
         self.device = device
         self._models = models
         if artifacts is None:
@@ -145,7 +151,11 @@ class JobExecutor:
             device=self.device,
         )
         progress(0.96, f"storing circuit {doc.id}")
-        circuit_id = store_document(self.store, self.artifacts, doc, job_id=job.id).circuit_id
+        stored = retry_transient(
+            lambda: store_document(self.store, self.artifacts, doc, job_id=job.id),
+            self.db_retry_seconds,
+        )
+        circuit_id = stored.circuit_id
         return {
             "circuit_id": circuit_id,
             "n_edges": len(doc.circuit_edges()),
@@ -182,7 +192,9 @@ class JobExecutor:
         )
         progress(0.96, f"storing {len(results)} validation result(s)")
         for result in results:
-            self.store.add_validation(circuit_id, result)
+            retry_transient(
+                partial(self.store.add_validation, circuit_id, result), self.db_retry_seconds
+            )
         return {
             "circuit_id": circuit_id,
             "validation": [
