@@ -36,6 +36,7 @@ from circuitreg.workers.tracr import ground_truth_edges
 RESULTS = Path(__file__).resolve().parent / "results" / "recovery.md"
 BAR_METHODS = ("acdc", "eap_ig", "mask_pruning")
 BAR = 0.95
+BAR_CASES = ("tracr reverse", "tracr frac_prevs", "toy induction")
 
 
 def cases(n: int) -> list[tuple[str, Any, Any, tuple[str, ...], str]]:
@@ -46,6 +47,12 @@ def cases(n: int) -> list[tuple[str, Any, Any, tuple[str, ...], str]]:
         task = build_task(f"tracr:program={program},n={n}", context=TaskContext.from_loaded(loaded))
         truth = tuple(ground_truth_edges(loaded.info["fixture"]))
         out.append((f"tracr {program}", loaded.bridge, task, truth, "compiled program"))
+        if program == "reverse":  # full-length prompts hide its length computation
+            short = build_task(
+                f"tracr:program=reverse,n={n},length=4",
+                context=TaskContext.from_loaded(loaded),
+            )
+            out.append(("tracr reverse, length 4", loaded.bridge, short, truth, "compiled program"))
     loaded = load_model("toy:induction", "cpu")
     task = build_task(f"induction:n={n}", context=TaskContext.from_loaded(loaded))
     derived = induction_ground_truth(loaded.bridge)
@@ -109,7 +116,7 @@ def main() -> None:
                     f"{rec.n_selected} | {rec.selection} | {seconds:.1f} |"
                 )
                 print(lines[-1], flush=True)
-                in_bar = method in BAR_METHODS and label != "tracr pair_balance"
+                in_bar = method in BAR_METHODS and label in BAR_CASES
                 if in_bar and ablation == "resample" and rec.roc_auc < BAR:
                     misses.append(f"{method} on {label}: AUC {rec.roc_auc:.3f}")
     verdict = (

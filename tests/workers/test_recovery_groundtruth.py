@@ -31,6 +31,8 @@ from circuitreg.workers.tasks.tracr_task import tracr_task
 from circuitreg.workers.toy import ToyConfig, detect_heads, ensure_induction_toy
 from circuitreg.workers.tracr import ground_truth_edges
 
+ZERO = {"ablation": "zero"}
+
 
 def test_roc_auc_matches_a_pairwise_count() -> None:
     gen = torch.Generator().manual_seed(0)
@@ -70,6 +72,22 @@ def test_bar_methods_recover_frac_prevs_under_zero_ablation(method: str) -> None
         params |= {"steps": 150, "sparsity_control": "lambda"}
     recovery, _ = recover(method, loaded.bridge, task, truth, params)
     assert recovery.roc_auc >= 0.95, recovery
+
+
+def test_reverse_length_edges_are_seen_only_on_shorter_prompts() -> None:
+    """On full-length prompts reverse's length computation (a0.h0) is the same in every
+    prompt and under zero ablation, so EAP-IG cannot score it; on length-4 prompts it can,
+    and recovers the whole true circuit."""
+    loaded = load_model("tracr:reverse", "cpu")
+    truth = ground_truth_edges(loaded.info["fixture"])
+    full, _ = recover("eap_ig", loaded.bridge, tracr_task("reverse", n=16), truth, ZERO)
+    short, result = recover(
+        "eap_ig", loaded.bridge, tracr_task("reverse", n=16, length=4), truth, ZERO
+    )
+    assert full.roc_auc < 0.9 and short.roc_auc >= 0.95, (full, short)
+    graph = ComputationalGraph.from_model(loaded.bridge)
+    length_edges = [i for i, e in enumerate(graph.edges) if e.endswith("a0.h0<v>")]
+    assert all(float(result.edge_scores[i].abs()) > 0 for i in length_edges)
 
 
 @pytest.mark.slow

@@ -35,6 +35,23 @@ def test_task_answers_are_what_the_compiled_model_outputs(program: str) -> None:
     assert tracr_task(program, n=32, seed=1).dataset_hash == task.dataset_hash
 
 
+def test_shorter_prompts_are_answered_by_the_compiled_model() -> None:
+    """``length`` picks samples of that length; the model's answers on them are the task's."""
+    loaded = load_model("tracr:reverse", "cpu")
+    context = TaskContext.from_loaded(loaded)
+    task = build_task("tracr:program=reverse,n=16,length=4", context=context)
+    assert task.clean.shape == (16, 5) and task.spec["length"] == 4
+    assert "length 4" in task.corruption
+    with torch.no_grad():
+        logits = loaded.bridge(task.clean)
+    read = logits.gather(1, task.positions[..., None].expand(-1, -1, logits.shape[-1]))
+    assert torch.equal(read.argmax(-1), task.answers)
+    with pytest.raises(TaskError, match="length must be between 1 and 5 for 'reverse', got 9"):
+        build_task("tracr:program=reverse,length=9", context=context)
+    with pytest.raises(TaskError, match="n, seed and length must be integers"):
+        build_task("tracr:program=reverse,length=four", context=context)
+
+
 def test_registry_builds_the_task_from_a_loaded_model() -> None:
     loaded = load_model("tracr:reverse", "cpu")
     context = TaskContext.from_loaded(loaded)

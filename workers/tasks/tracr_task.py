@@ -17,8 +17,14 @@ import torch
 from circuitreg.workers.tasks.base import TaskContext, TaskData, TaskError, TaskInfo
 
 
-def tracr_task(program: str, n: int = 64, seed: int = 0) -> TaskData:
-    """Build the task for ``program`` (a committed fixture name or ``path.py:function``)."""
+def tracr_task(program: str, n: int = 64, seed: int = 0, length: int | None = None) -> TaskData:
+    """Build the task for ``program`` (a committed fixture name or ``path.py:function``).
+
+    ``length`` picks prompts of that many tokens (default: the compiled maximum). The length
+    matters for what a method can see: on full-length prompts a program's length
+    computation carries the same value in every prompt and under zero ablation (on
+    ``reverse`` no method scores it), while on shorter prompts it is visible.
+    """
     from circuitreg.workers.models import ModelLoadError
     from circuitreg.workers.tracr.loading import resolve_tracr_fixture
 
@@ -28,16 +34,23 @@ def tracr_task(program: str, n: int = 64, seed: int = 0) -> TaskData:
         fixture = resolve_tracr_fixture(f"tracr:{program}")
     except ModelLoadError as exc:
         raise TaskError(f"tracr task: {exc}") from None
-    pool = [s for s in fixture.samples if len(s.inputs) == fixture.max_seq_len]
+    length = fixture.max_seq_len if length is None else length
+    if not 1 <= length <= fixture.max_seq_len:
+        raise TaskError(
+            f"tracr task length must be between 1 and {fixture.max_seq_len} for "
+            f"{fixture.name!r}, got {length}"
+        )
+    pool = [s for s in fixture.samples if len(s.inputs) == length]
     if len(pool) < 2:
-        raise TaskError(f"tracr program {fixture.name!r} has fewer than 2 full-length samples")
+        raise TaskError(
+            f"tracr program {fixture.name!r} has fewer than 2 samples of length {length}"
+        )
     gen = torch.Generator().manual_seed(seed)
     clean_idx = torch.randint(len(pool), (n,), generator=gen)
     shift = torch.randint(1, len(pool), (n,), generator=gen)
     corrupt_idx = (clean_idx + shift) % len(pool)  # never the clean sample itself
     clean = torch.stack([fixture.encode(pool[i].inputs) for i in clean_idx.tolist()])
     corrupted = torch.stack([fixture.encode(pool[i].inputs) for i in corrupt_idx.tolist()])
-    length = fixture.max_seq_len
     positions = torch.arange(1, length + 1).expand(n, -1).clone()
     if fixture.output_encoding is None:
         answers = torch.zeros(n, length, dtype=torch.long)
@@ -61,26 +74,31 @@ def tracr_task(program: str, n: int = 64, seed: int = 0) -> TaskData:
         metric_note = "categorical output: distractor is the corrupted input's output"
     return TaskData(
         name="tracr",
-        spec={"program": program, "n": n, "seed": seed, "fixture": fixture.name},
+        spec={"program": program, "n": n, "seed": seed, "length": length, "fixture": fixture.name},
         clean=clean,
         corrupted=corrupted,
         positions=positions,
         answers=answers,
         distractors=distractors,
-        corruption=f"tracr/{fixture.name}: inputs resampled from the vocabulary; {metric_note}",
+        corruption=(
+            f"tracr/{fixture.name}: inputs of length {length} resampled from the vocabulary; "
+            f"{metric_note}"
+        ),
     )
 
 
 def build_tracr(options: dict[str, str], context: TaskContext) -> TaskData:
-    """Registry builder: ``tracr:reverse`` or, with options, ``tracr:program=reverse,n=64``."""
+    """Registry builder: ``tracr:reverse`` or ``tracr:program=reverse,n=64,length=4``."""
     program = options.get("program") or options.get("")
     if not program:
         raise TaskError("tracr task needs a program, e.g. tracr:reverse")
     try:
         n, seed = int(options.get("n", "64")), int(options.get("seed", "0"))
+        raw_length = options.get("length", "max")
+        length = None if raw_length == "max" else int(raw_length)
     except ValueError as exc:
-        raise TaskError(f"tracr task options n and seed must be integers: {exc}") from None
-    task = tracr_task(program, n=n, seed=seed)
+        raise TaskError(f"tracr task options n, seed and length must be integers: {exc}") from None
+    task = tracr_task(program, n=n, seed=seed, length=length)
     if int(task.clean.max()) >= context.d_vocab:
         raise TaskError(
             f"tracr program {program!r} uses token ids up to {int(task.clean.max())}, but the "
@@ -93,7 +111,7 @@ TASKS = (
     TaskInfo(
         name="tracr",
         builder=build_tracr,
-        options={"program": "", "n": "64", "seed": "0"},
+        options={"program": "", "n": "64", "seed": "0", "length": "max"},
         description="Outputs of a compiled tracr program (use with the model tracr:<program>)",
         positional="program",
     ),
