@@ -75,17 +75,13 @@ def method_params(method: str, mask_steps: int, ablation: str) -> dict[str, Any]
     return params
 
 
-def ablations(label: str) -> tuple[str, ...]:
-    """Resample (the tasks' own corruption) and zero ablation, for every case.
-
-    What a corruption changes decides what a method can see: tracr's resampled prompts are
-    all full length and differ only in tokens, so edges that carry position or length are
-    identical in both runs; the toy's ``corrupt=first`` keeps the positions and the repeated
-    half, so the previous-token head's query and key (positional) and the induction head's
-    query (the current token) carry the same values. Zero ablation removes everything.
-    """
-    del label
-    return ("resample", "zero")
+# Resample (the tasks' own corruption) and zero ablation, for every case. What a corruption
+# changes decides what a method can see: tracr's resampled prompts all have the same length
+# and differ only in tokens, so edges that carry position or length are identical in both
+# runs; the toy's ``corrupt=first`` keeps the positions and the repeated half, so the
+# previous-token head's query and key (positional) and the induction head's query (the
+# current token) carry the same values. Zero ablation removes everything.
+ABLATIONS = ("resample", "zero")
 
 
 def main() -> None:
@@ -104,7 +100,7 @@ def main() -> None:
     notes, misses = [], []
     for label, bridge, task, truth, how in cases(args.n):
         notes.append(f"- {label}: {len(truth)} true edges ({how}); corruption: {task.corruption}")
-        for ablation in ablations(label):
+        for ablation in ABLATIONS:
             for method in methods:
                 params = method_params(method, args.mask_steps, ablation)
                 start = time.perf_counter()

@@ -102,21 +102,10 @@ def utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
-SUMMARY_FIELDS = (
-    "id",
-    "model",
-    "checkpoint",
-    "step",
-    "task",
-    "method",
-    "ablation",
-    "metric",
-    "seed",
-    "n_components",
-    "n_edges",
-    "faithfulness",
-    "job_id",
-    "dense_scores_uri",
+# The summary's fields both stores keep as plain columns/properties under the same names;
+# tags, aliases and the creation time each store reads its own way.
+ROW_FIELDS = tuple(
+    name for name in CircuitSummary.model_fields if name not in ("tags", "aliases", "created_at")
 )
 
 
@@ -128,7 +117,7 @@ def circuit_summary(
 ) -> CircuitSummary:
     """A summary from a store's row: both stores name their columns as the summary does."""
     return CircuitSummary(
-        **{name: row[name] for name in SUMMARY_FIELDS},
+        **{name: row[name] for name in ROW_FIELDS},
         tags=tuple(sorted(tags)),
         aliases=tuple(sorted(aliases)),
         created_at=None if created_at is None else utc(created_at),

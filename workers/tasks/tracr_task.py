@@ -97,7 +97,9 @@ def build_tracr(options: dict[str, str], context: TaskContext) -> TaskData:
         raw_length = options.get("length", "max")
         length = None if raw_length == "max" else int(raw_length)
     except ValueError as exc:
-        raise TaskError(f"tracr task options n, seed and length must be integers: {exc}") from None
+        raise TaskError(
+            f"tracr task options n and seed must be integers, length an integer or max: {exc}"
+        ) from None
     task = tracr_task(program, n=n, seed=seed, length=length)
     if int(task.clean.max()) >= context.d_vocab:
         raise TaskError(

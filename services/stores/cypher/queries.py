@@ -224,18 +224,17 @@ def commit_circuit(circuit_id: str, model: str, checkpoint_key: str | None) -> S
 
 
 @builder
-def dedupe_circuit_links(circuit_id: str, pending: bool) -> Statement:
-    """Delete repeated relationships of one circuit node, keeping one of each.
+def dedupe_circuit_links(circuit_id: str) -> Statement:
+    """Delete repeated relationships of one committed circuit, keeping one of each.
 
     ``MERGE`` matches and creates in separate steps on FalkorDB, so two writers of the same
     circuit racing each other can both create a relationship (seen: 27 of 60 races of four
     writers). Every writer runs this after its writes, so the last one to finish leaves one
-    relationship per (type, direction, other node). ``pending`` picks the label.
+    relationship per (type, direction, other node).
     """
-    label = "PendingCircuit" if pending else "Circuit"
     return Statement(
         "dedupe_circuit_links",
-        f"MATCH (c:{label} {{id: $id}})-[r]-(x) "
+        "MATCH (c:Circuit {id: $id})-[r]-(x) "
         "WITH type(r) AS kind, startNode(r) = c AS outgoing, x, collect(r) AS rs "
         "WHERE size(rs) > 1 "
         "UNWIND tail(rs) AS extra DELETE extra RETURN count(*) AS n",

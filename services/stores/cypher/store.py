@@ -109,9 +109,9 @@ class CypherStore:
                 # circuit is the same content, so only a still-missing circuit is an error.
                 if not self._run(q.circuit_exists(circuit_id)):
                     raise
-            # A writer racing this one may have committed first and this one's MERGEs
-            # duplicated some of its relationships after that writer cleaned up.
-            execute_many(self.session, dedupe_statements(circuit_id, pending=False))
+            # Writers racing this one may have MERGEd the same relationships; each writer
+            # cleans up after its own writes, so the last to finish leaves one of each.
+            execute_many(self.session, dedupe_statements(circuit_id))
         self._add_validations(circuit_id, doc.validation)
         return circuit_id
 

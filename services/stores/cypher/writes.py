@@ -157,11 +157,10 @@ def write_statements(
     ]
     if label_rows:
         stmts.append(q.merge_role_labels(label_rows))
-    stmts.extend(dedupe_statements(circuit_id, pending=True))
     stmts.append(q.commit_circuit(circuit_id, model.name, ckpt_key))
     return stmts
 
 
-def dedupe_statements(circuit_id: str, *, pending: bool) -> list[q.Statement]:
+def dedupe_statements(circuit_id: str) -> list[q.Statement]:
     """Remove what racing writers of the same circuit duplicated (see the query builders)."""
-    return [q.dedupe_flows(circuit_id), q.dedupe_circuit_links(circuit_id, pending)]
+    return [q.dedupe_flows(circuit_id), q.dedupe_circuit_links(circuit_id)]

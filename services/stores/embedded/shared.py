@@ -51,8 +51,10 @@ def in_selection(column: Any, pks: list[int]) -> Any:
 
     Circuits written together (a run's checkpoints, a sweep) get consecutive keys, and a
     selection of them is then a handful of runs: two comparisons per row instead of a probe
-    into SQLite's temporary index of the IN list, which is most of a scan's cost over a
-    million (edge, circuit) rows (measured: 0.21 s with IN, 0.06 s without, bench/store).
+    into SQLite's temporary index of the IN list. Measured on 1,000 circuits of 1,000 edges
+    (bench/store_bench.py's data): the support count over the million rows took 0.21 s with a
+    1,000-item IN and 0.055 s with no filter at all, and the whole shared-subcircuit query
+    over the 1,000 circuits went from 0.71-0.75 s to 0.55-0.58 s with ranges.
     """
     runs = pk_ranges(pks)
     if len(runs) > MAX_RANGES:
