@@ -118,3 +118,39 @@ def test_user_program_file_errors_are_clear(tmp_path: Path) -> None:
         load_model(f"tracr:{program}:make_program", "cpu")
     with pytest.raises(ModelLoadError, match="does not exist"):
         load_model(f"tracr:{tmp_path / 'missing.py'}:make_program", "cpu")
+
+
+def test_reads_that_never_change_the_output_are_not_true_edges() -> None:
+    """reverse's length head (a0.h0, ``Select(tokens, tokens, TRUE)``) reads its query and key
+    from the input (non-zero QK weights) but scores every key alike: knocking either out, with
+    TransformerLens hooks on the bridge (layer 0 reads only the input, so that is the edge),
+    changes no logit on any reference input, while its value edge does. The truth follows."""
+    fixture = load_fixture("reverse")
+    bridge = build_bridge(fixture)
+    w_qk = (bridge.W_Q[0, 0] @ bridge.W_K[0, 0].T).detach()
+    assert float(w_qk.abs().max()) > 1.0, "the weights do read the input"
+    lengths = sorted({len(s.inputs) for s in fixture.samples})
+    assert len(lengths) > 1
+    changes: dict[str, float] = {"hook_q": 0.0, "hook_k": 0.0, "hook_v": 0.0}
+    for length in lengths:
+        tokens = torch.stack([fixture.encode(s.inputs) for s in fixture.samples
+                              if len(s.inputs) == length])  # fmt: skip
+        with torch.no_grad():
+            clean = bridge(tokens)
+            for name in changes:
+                bias = getattr(bridge.blocks[0].attn, f"b_{name[-1].upper()}")
+
+                def knock_out(
+                    x: torch.Tensor, hook: object, bias: torch.Tensor = bias
+                ) -> torch.Tensor:
+                    return torch.zeros_like(x) + bias.reshape(x.shape[-2:])
+
+                out = bridge.run_with_hooks(
+                    tokens, fwd_hooks=[(f"blocks.0.attn.{name}", knock_out)]
+                )
+                changes[name] = max(changes[name], float((out - clean).abs().max()))
+    assert changes["hook_q"] < 1e-4 and changes["hook_k"] < 1e-4, changes
+    assert changes["hook_v"] > 0.5, changes
+    edges = set(ground_truth_edges(fixture))
+    assert "input->a0.h0<v>" in edges and "a0.h0->m0" in edges
+    assert not {"input->a0.h0<q>", "input->a0.h0<k>"} & edges

@@ -9,7 +9,10 @@ is non-zero. Writers: ``input`` (token and position embeddings), a head (its OV 
 bilinear form ``W_Q W_K^T``, so a direction counts only if the other side can match it), its
 value (through ``W_V W_O``), an MLP (input weights of hidden units that have output weights),
 and the logits (the unembedding). Heads and MLPs whose weights are all zero take part in no
-edge. Finally edges that lie on no ``input -> logits`` path are dropped: they cannot affect
+edge. A read whose removal never changes the output (a query or key read of a
+``Select(..., TRUE)``, as in ``make_length``, scores every key alike) is not a real edge
+either: ``invariance`` knocks each edge out alone on the program's reference inputs. Finally
+edges that lie on no ``input -> logits`` path are dropped: they cannot affect
 the output, so no faithful circuit contains them.
 """
 
@@ -21,6 +24,7 @@ import torch
 
 from circuitreg.schema.names import INPUT, LOGITS, edge_name, head_name, mlp_name, node_order_key
 from circuitreg.workers.tracr.fixture import TracrFixture
+from circuitreg.workers.tracr.invariance import dead_edges
 
 # Relative size below which a weight product counts as zero. tracr's blocks are disjoint, so
 # unrelated products are exactly zero; this only absorbs float32 rounding.
@@ -110,6 +114,9 @@ def ground_truth_edges(fixture: TracrFixture) -> tuple[str, ...]:
                 continue
             if _nonzero(write, reader.matrix):
                 candidates.append((source, reader.node, reader.receiver))
+    names = [edge_name(*c) for c in candidates]
+    invariant = dead_edges(fixture, names)
+    candidates = [c for c, name in zip(candidates, names, strict=True) if name not in invariant]
     keep = _on_input_to_logits_paths(candidates)
     return tuple(edge_name(*candidates[i]) for i in sorted(keep))
 

@@ -1,0 +1,75 @@
+"""Edges a compiled program reads but whose removal never changes its output.
+
+The weight test in ``groundtruth`` says a component *reads* a direction; reading is not the
+same as depending. tracr compiles reads that carry nothing: a ``Select(..., TRUE)`` (every key
+selected, as in ``make_length``'s ``SelectorWidth``) scores every key of a non-BOS query
+alike, so its head's query and key inputs move no attention weight there (softmax ignores a
+score shared by every key); they only steer the BOS position, whose result nothing reads.
+Counting such edges as true would grade every method on edges no intervention can see.
+
+So each weight-read edge is knocked out alone, exactly (``circuitreg.workers.engine``: the
+edge's receiver gets the ablated value of its source, everything downstream recomputed), on
+every one of the fixture's reference inputs, once with zero ablation and once resampling the
+source from another reference input of the same length. An edge whose knock-out leaves every
+read position's logits unchanged (up to float32 rounding) in both is not a real edge. The test
+is single-edge, so two edges that back each other up would both be dropped; tracr compiles
+each RASP operation once, so its programs have no such redundancy.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+
+from circuitreg.workers.tracr.fixture import TracrFixture, build_bridge
+
+# Logit change (relative to the largest logit on the inputs) below which a knock-out counts as
+# having no effect: tracr's blocks are exact, this only absorbs float32 rounding.
+RELATIVE_TOLERANCE = 1e-4
+
+
+def dead_edges(fixture: TracrFixture, edges: list[str]) -> set[str]:
+    """The edges among ``edges`` whose knock-out never changes a read position's logits."""
+    from circuitreg.workers.ablation import ablated_outputs
+    from circuitreg.workers.engine.forward import embed, run_forward
+    from circuitreg.workers.engine.weights import read_weights
+    from circuitreg.workers.graph import ComputationalGraph
+
+    bridge = build_bridge(fixture)
+    weights = read_weights(bridge)
+    graph = ComputationalGraph.from_model(bridge)
+    index = {name: i for i, name in enumerate(graph.edges)}
+    patch = torch.zeros(len(edges), graph.n_edges)
+    for row, name in enumerate(edges):
+        patch[row, index[name]] = 1.0
+    by_length: dict[int, list[torch.Tensor]] = defaultdict(list)
+    for sample in fixture.samples:
+        by_length[len(sample.inputs)].append(fixture.encode(sample.inputs))
+    effect = torch.zeros(len(edges))
+    scale = 0.0
+    with torch.no_grad():
+        for length, prompts in by_length.items():
+            tokens = torch.stack(prompts)
+            positions = torch.arange(1, length + 1).expand(tokens.shape[0], -1)
+            embedded = embed(weights, tokens)
+
+            def outputs(t: torch.Tensor) -> torch.Tensor:
+                first = torch.zeros(t.shape[0], 1, dtype=torch.long)
+                run = run_forward(weights, graph, embed(weights, t), first, record=True)
+                assert run.writer_outputs is not None
+                return run.writer_outputs[0]
+
+            clean_out = outputs(tokens)
+            clean = run_forward(weights, graph, embedded, positions).logits[0]
+            scale = max(scale, float(clean.abs().max()))
+            zero = ablated_outputs("zero", outputs, tokens, clean_out, None)
+            resampled = ablated_outputs("resample", outputs, tokens.roll(1, 0), clean_out, None)
+            for ablated in (zero, resampled):
+                logits = run_forward(
+                    weights, graph, embedded, positions, patch=patch, ablated=ablated
+                ).logits  # [E, N, P, V]
+                change = (logits - clean).abs().flatten(1).amax(1)
+                effect = torch.maximum(effect, change)
+    return {name for name, e in zip(edges, effect.tolist(), strict=True)
+            if e <= RELATIVE_TOLERANCE * max(scale, 1.0)}  # fmt: skip
