@@ -184,6 +184,16 @@ def test_config_round_trips_and_refuses_bad_values() -> None:
         MaskPruningConfig(steps=0)
 
 
+def test_learning_rate_defaults_follow_the_sparsity_control() -> None:
+    assert MaskPruningConfig().effective_lr == 0.1
+    assert MaskPruningConfig(sparsity_control="lambda").effective_lr == 0.03
+    assert MaskPruningConfig(sparsity_control="lambda", lr=0.2).effective_lr == 0.2
+    config = MaskPruningConfig(sparsity_control="lambda")
+    assert MaskPruningConfig.from_dict(config.to_dict()).effective_lr == 0.03
+    with pytest.raises(ConfigError, match="lr"):
+        MaskPruningConfig(lr=0.0)
+
+
 def test_mask_pruning_is_registered() -> None:
     info = default_registry().get("mask_pruning")
     assert info.config_cls is MaskPruningConfig
