@@ -2,9 +2,9 @@
 
 The weight test in ``groundtruth`` says a component *reads* a direction; reading is not the
 same as depending. tracr compiles reads that carry nothing: a ``Select(..., TRUE)`` (every key
-selected, as in ``make_length``'s ``SelectorWidth``) scores every key of a non-BOS query
-alike, so its head's query and key inputs move no attention weight there (softmax ignores a
-score shared by every key); they only steer the BOS position, whose result nothing reads.
+selected, as in ``make_length``'s ``SelectorWidth``) scores every key alike, so knocking out
+its head's query or key input changes no logit at all on ``reverse`` (softmax ignores a score
+shared by every key; checked with TransformerLens hooks in test_tracr_groundtruth.py).
 Counting such edges as true would grade every method on edges no intervention can see.
 
 So each weight-read edge is knocked out alone, exactly (``circuitreg.workers.engine``: the
