@@ -10,6 +10,7 @@ import torch
 from transformer_lens.model_bridge import TransformerBridge
 
 from circuitreg.workers.engine import EngineError, InterventionEngine
+from circuitreg.workers.engine import engine as engine_module
 from circuitreg.workers.graph import ComputationalGraph
 from circuitreg.workers.tasks.base import TaskData
 from circuitreg.workers.tasks.induction import induction_task
@@ -180,3 +181,25 @@ def test_unsupported_architecture_and_mismatched_graph_are_refused() -> None:
     model = TransformerBridge.boot_native(ATTN_ONLY)
     with pytest.raises(EngineError, match="does not match"):
         InterventionEngine(model, ComputationalGraph(n_layers=3, n_heads=4), task)
+
+
+def test_cpu_passes_are_capped_by_the_cache_budget_with_the_same_results(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    model, graph, task = _setup(WITH_MLP, n=6)
+    masks = torch.rand(12, graph.n_edges, generator=torch.Generator().manual_seed(4)) < 0.3
+    engine = InterventionEngine(model, graph, task, metric="kl", set_batch=12)
+    per_set = task.n_examples * task.seq_len * 3 * graph.n_heads * int(model.cfg.d_model)
+    monkeypatch.setattr(engine_module, "CPU_PASS_ELEMENTS", per_set * 5)
+    assert engine.sets_per_pass(task.n_examples) == 5
+    engine.clean_metric()  # prepares (and caches) the example batch
+    before = engine.n_forward
+    capped = engine.evaluate(masks)
+    assert engine.n_forward - before == 3  # 12 sets in passes of 5, 5, 2
+    monkeypatch.setattr(engine_module, "CPU_PASS_ELEMENTS", per_set * 100)
+    assert engine.max_sets_per_pass == 12  # never more than set_batch
+    before = engine.n_forward
+    assert torch.allclose(engine.evaluate(masks), capped, atol=1e-6)
+    assert engine.n_forward - before == 1
+    monkeypatch.setattr(engine_module, "CPU_PASS_ELEMENTS", 1)
+    assert engine.max_sets_per_pass == 1  # at least one set per pass

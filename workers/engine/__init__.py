@@ -2,10 +2,12 @@
 
 from circuitreg.workers.engine.engine import InterventionEngine, PreparedBatch
 from circuitreg.workers.engine.forward import Override, embed, run_forward
+from circuitreg.workers.engine.hooked import HookedEdgePatcher
 from circuitreg.workers.engine.weights import EngineError, ModelWeights, read_weights
 
 __all__ = [
     "EngineError",
+    "HookedEdgePatcher",
     "InterventionEngine",
     "ModelWeights",
     "Override",

@@ -94,26 +94,45 @@ class _Stream:
                 raise EngineError("patching needs the ablated writer outputs or a fixed delta")
             self.diffs.append((lo, hi, diff.contiguous()))
         self.count = hi
-        self.resid = self.resid + outputs.sum(-2)
+        # A one-writer group (an MLP, a one-head layer) needs no reduction: a sum would
+        # zero-fill and copy a buffer the size of the stream.
+        total = outputs[..., 0, :] if outputs.shape[-2] == 1 else outputs.sum(-2)
+        self.resid = self.resid + total
         if bias is not None:
             self.resid = self.resid + bias
 
-    def term(self, coeff: torch.Tensor, k: int, spec: str) -> torch.Tensor:
-        """Sum over writers ``0:k`` of coefficient x difference.
+    def shifted(self, base: torch.Tensor, coeff: torch.Tensor, k: int) -> torch.Tensor:
+        """``base`` plus the sum over writers ``0:k`` of coefficient x difference.
 
-        ``coeff`` is ``[S, *spec, k]``; ``spec`` names its receiver dims (``"qh"``: 3, H).
+        ``coeff`` is ``[S, *R, k]`` (``R``: the receiver dims, e.g. ``(3, H)`` for a layer's
+        q/k/v inputs); ``base`` broadcasts to ``[S, *R, N, T, d]``, the shape returned. Each
+        group is one (batched) matrix product accumulated in place into a single buffer:
+        these passes are bound by memory traffic, and a fresh tensor per group and per sum
+        doubled it (the profile of tracr ``reverse``, whose groups are single heads).
         """
-        total: torch.Tensor | None = None
+        first = self.diffs[0][2]
+        n, t, d = first.shape[-3:]
+        s, receivers = coeff.shape[0], tuple(coeff.shape[1:-1])
+        r = 1
+        for size in receivers:
+            r *= size
+        # A fresh buffer (never a view of ``base``: it is written in place below).
+        out = torch.empty(s, *receivers, n, t, d, dtype=base.dtype, device=base.device)
+        out.copy_(base.expand_as(out))
+        flat = out.view(s, r, n * t * d)
+        flat_coeff = coeff.reshape(s, r, k)
         for lo, hi, diff in self.diffs:
             if hi > k:
                 if lo < k:
                     raise EngineError(f"reader boundary {k} splits writer group {lo}:{hi}")
                 break
-            rhs = "gntd" if diff.ndim == 4 else "sgntd"
-            part = torch.einsum(f"s{spec}g,{rhs}->s{spec}ntd", coeff[..., lo:hi], diff)
-            total = part if total is None else total + part
-        assert total is not None
-        return total
+            g = hi - lo
+            if diff.ndim == 4:  # fixed delta [g, N|1, T, d], shared by every set
+                shared = diff.expand(g, n, t, d).reshape(g, n * t * d)
+                flat.view(s * r, n * t * d).addmm_(flat_coeff[..., lo:hi].reshape(s * r, g), shared)
+            else:  # exact [S, g, N, T, d]
+                flat.baddbmm_(flat_coeff[..., lo:hi], diff.reshape(s, g, n * t * d))
+        return out
 
     def term_at(
         self, coeff: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor
@@ -225,7 +244,7 @@ def run_forward(
         x = resid_before[:, None, None]
         if rows is not None:
             coeff = rows[:, q_slot.edge_start : q_slot.edge_start + 3 * heads * k]
-            x = x + stream.term(coeff.view(current, 3, heads, k), k, "qh")
+            x = stream.shifted(x, coeff.view(current, 3, heads, k), k)
         else:
             x = x.expand(current, 3, heads, *x.shape[3:])
         head_out = _attention(layer, x, weights.attn_scale, weights.causal)
@@ -280,7 +299,7 @@ def _mlp_input(
 ) -> torch.Tensor:
     if patch is None:
         return resid
-    return resid + stream.term(patch[:, edge_start : edge_start + k], k, "")
+    return stream.shifted(resid, patch[:, edge_start : edge_start + k], k)
 
 
 def _apply_override(outputs: torch.Tensor, start: int, override: Override | None) -> torch.Tensor:

@@ -9,7 +9,13 @@ Batching, exactly: the decisions are sequential (each compares with the circuit 
 previous ones), so candidates are evaluated speculatively. Because most edges are removed,
 one pass evaluates the current circuit minus the first 1, 2, ..., b candidates; the decisions
 are then read in order and are exact until the first edge that is kept, after which the
-remaining speculative sets (which assumed it removed) are discarded and re-evaluated. A node
+remaining speculative sets (which assumed it removed) are discarded and re-evaluated. The
+speculation never exceeds what one pass holds (a second pass can wait for the first one's
+decisions at no cost). On the CPU, where every extra set costs its full share of memory
+traffic, the depth also adapts: it halves to what the last chunk actually used when an edge
+is kept and doubles while every speculated edge is removed (on the induction toy most
+receivers keep an early edge, and full-depth speculation made batched ACDC slower than one
+set per pass). The decisions are the same at every depth. A node
 whose outgoing edges are all removed cannot affect the output, so its incoming edges are
 removed without measuring (their effect is exactly zero).
 """
@@ -64,6 +70,9 @@ class _Pruner:
         self.effect = torch.zeros(self.graph.n_edges)
         self.current = float(engine.evaluate_circuits(self.keep.unsqueeze(0))[0])
         self.sign = 1.0 if engine.metric.higher_is_better else -1.0
+        self.max_depth = max(1, min(config.set_batch, engine.max_sets_per_pass))
+        self.adaptive = engine.device.type == "cpu"
+        self.depth = self.max_depth
 
     def cost(self, without: float, before: float) -> float:
         """How much removing an edge worsened the metric (or changed it, with abs_value)."""
@@ -79,20 +88,25 @@ class _Pruner:
         """Decide every candidate edge of one receiver, latest writer first."""
         i = 0
         while i < len(edges):
-            chunk = edges[i : i + self.config.set_batch]
+            chunk = edges[i : i + self.depth]
             masks = self.keep.repeat(len(chunk), 1)
             for j, e in enumerate(chunk):
                 masks[j:, e] = False
             values = self.engine.evaluate_circuits(masks).tolist()
+            used = 0
             for j, e in enumerate(chunk):
                 cost = self.cost(values[j], self.current)
                 self.effect[e] = cost
                 i += 1
+                used += 1
                 if cost < self.config.tau:
                     self.keep[e] = False
                     self.current = values[j]
                 else:
                     break  # later speculative sets assumed this edge removed
+            if self.adaptive:
+                full = used == len(chunk) and not self.keep[chunk[-1]]
+                self.depth = min(self.max_depth, 2 * self.depth) if full else used
 
 
 def acdc(

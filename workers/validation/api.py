@@ -44,9 +44,11 @@ class EngineEvaluator:
     """Evaluates kept-edge masks with the shared intervention engine.
 
     ``set_batch`` is the most masks stacked into one forward pass: high enough that a whole
-    curve (22 masks) is one pass on small models. On large models the stacked writer outputs
-    (``sets x examples x tokens x writers x d_model``) would not fit, so it is lowered to
-    what fits in ``memory_bytes``; the evaluation is then still one call, in a few passes.
+    curve (22 masks) is one pass on small models (on the CPU the engine may split it into a
+    few cache-sized passes, ``InterventionEngine.sets_per_pass``). On large models the stacked
+    writer outputs (``sets x examples x tokens x writers x d_model``) would not fit, so it is
+    lowered to what fits in ``memory_bytes``; the evaluation is then still one call, in a few
+    passes.
     """
 
     def __init__(
