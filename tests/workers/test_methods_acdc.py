@@ -13,6 +13,7 @@ from circuitreg.workers.engine import InterventionEngine
 from circuitreg.workers.graph import ComputationalGraph
 from circuitreg.workers.methods.acdc import ACDCConfig, acdc
 from circuitreg.workers.methods.base import ConfigError
+from circuitreg.workers.tasks.base import TaskData
 from circuitreg.workers.tasks.induction import induction_task
 
 CFG = dict(
@@ -81,9 +82,39 @@ def test_speculative_batching_decides_exactly_like_one_candidate_at_a_time() -> 
     assert 0 < int(many.extra["n_kept"]) < graph.n_edges
 
 
+def test_relative_tau_is_a_fraction_of_the_full_effect() -> None:
+    model = planted_model()
+    graph = ComputationalGraph.from_model(model)
+    task = induction_task(seq_len=5, n=8, d_vocab=40, seed=0)
+    engine = InterventionEngine(model, graph, task, metric="kl")
+    full_effect = abs(engine.clean_metric() - engine.evaluate_circuits(
+        torch.zeros(1, graph.n_edges, dtype=torch.bool))[0].item())  # fmt: skip
+    assert full_effect > 0.01
+    relative = acdc(model, task, graph, ACDCConfig(tau=0.2, relative_tau=True))
+    absolute = acdc(model, task, graph, ACDCConfig(tau=0.2 * full_effect))
+    assert torch.equal(relative.extra["circuit_mask"], absolute.extra["circuit_mask"])
+    assert int(relative.extra["n_kept"]) > 0
+    # the same fraction keeps fewer edges as it grows: tau is not ignored
+    loose = acdc(model, task, graph, ACDCConfig(tau=0.001, relative_tau=True))
+    assert int(loose.extra["n_kept"]) > int(relative.extra["n_kept"])
+
+
+def test_relative_tau_is_refused_when_the_ablation_changes_nothing() -> None:
+    model = planted_model()
+    graph = ComputationalGraph.from_model(model)
+    task = induction_task(seq_len=5, n=4, d_vocab=40, seed=0)
+    same = TaskData("same", {}, task.clean, task.clean.clone(), task.positions, task.answers,
+                    task.distractors, "corrupted = clean")  # fmt: skip
+    with pytest.raises(ConfigError, match=r"full effect .* is 0 with ablation='resample'"):
+        acdc(model, same, graph, ACDCConfig(relative_tau=True))
+
+
 def test_acdc_config_checks_and_round_trips() -> None:
-    config = ACDCConfig.from_dict({"tau": "0.1", "abs_value": "true", "ablation": "mean"})
+    config = ACDCConfig.from_dict(
+        {"tau": "0.1", "abs_value": "true", "ablation": "mean", "relative_tau": "true"}
+    )
     assert config.tau == 0.1 and config.abs_value and config.metric == "kl"
+    assert config.relative_tau
     assert ACDCConfig.from_dict(config.to_dict()) == config
     with pytest.raises(ConfigError, match="tau"):
         ACDCConfig(tau=-1.0)

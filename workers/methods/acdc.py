@@ -49,6 +49,12 @@ class ACDCConfig(MethodConfig):
         default=False,
         metadata={"help": "compare |change| with tau instead of the worsening only"},
     )
+    relative_tau: bool = field(
+        default=False,
+        metadata={
+            "help": "tau is a fraction of the full effect |metric(model) - metric(no edges)|"
+        },
+    )
     set_batch: int = field(default=16, metadata={"help": "candidate circuits per forward pass"})
 
     def __post_init__(self) -> None:
@@ -70,6 +76,19 @@ class _Pruner:
         self.effect = torch.zeros(self.graph.n_edges)
         self.current = float(engine.evaluate_circuits(self.keep.unsqueeze(0))[0])
         self.sign = 1.0 if engine.metric.higher_is_better else -1.0
+        self.tau = config.tau
+        if config.relative_tau:
+            empty = float(engine.evaluate_circuits(torch.zeros(1, self.graph.n_edges))[0])
+            full_effect = abs(self.current - empty)
+            if full_effect <= 1e-9:
+                raise ConfigError(
+                    f"relative_tau: the full effect |{engine.metric.name}(model) - "
+                    f"{engine.metric.name}(no edges)| is {full_effect:.2g} with "
+                    f"ablation={engine.ablation!r}, so every fraction of it is 0 (the "
+                    "corruption changes nothing the metric reads); use an absolute tau or "
+                    "another ablation"
+                )
+            self.tau = config.tau * full_effect
         self.max_depth = max(1, min(config.set_batch, engine.max_sets_per_pass))
         self.adaptive = engine.device.type == "cpu"
         self.depth = self.max_depth
@@ -99,7 +118,7 @@ class _Pruner:
                 self.effect[e] = cost
                 i += 1
                 used += 1
-                if cost < self.config.tau:
+                if cost < self.tau:
                     self.keep[e] = False
                     self.current = values[j]
                 else:

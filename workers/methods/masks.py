@@ -96,7 +96,14 @@ class MaskPruningConfig(MethodConfig):
     warmup: float = field(
         default=0.3, metadata={"help": "fraction of steps over which the target ramps up"}
     )
-    mask_samples: int = field(default=1, metadata={"help": "masks sampled per step"})
+    # Eight, not one: an edge read through a discretising MLP (tracr's categorical maps)
+    # gets a faithfulness gradient only from the samples that land on a step, so with one
+    # sample per step the sparsity term wins and such edges are lost; averaging eight
+    # (stacked in one engine pass) gave ROC AUC >= 0.98 on every case of bench/recovery.py
+    # with zero ablation, unseen tracr programs included (one: 0.69-0.83 on three of them).
+    mask_samples: int = field(
+        default=8, metadata={"help": "masks sampled per step (stacked in one pass)"}
+    )
     objective: Objective = field(
         default="metric", metadata={"help": "metric (keep the task metric) or kl (outputs)"}
     )

@@ -1,0 +1,64 @@
+"""RASP programs from tracr's own library that no test and no default was tuned on.
+
+The recovery bench (``bench/recovery.py``) compiles each one as a user program,
+``tracr:bench/unseen_programs.py:make_<name>``, when the ``tracr`` extra is installed, and
+grades every method on it: the discovery issue asks for the same recovery "on programs the
+tests never saw". Each function returns the dict form of a user program (see
+``circuitreg.workers.tracr.programs``). The two Dyck programs were added after mask pruning's
+``mask_samples`` default was chosen on the others, so they were unseen by that choice too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tracr.compiler import lib
+from tracr.rasp import rasp
+
+
+def make_hist() -> dict[str, Any]:
+    """How often each token occurs in the input (categorical)."""
+    return {"program": lib.make_hist(), "vocab": {"a", "b", "c"}, "max_seq_len": 5}
+
+
+def make_count_a() -> dict[str, Any]:
+    """How many "a" tokens the input holds, at every position (categorical)."""
+    return {"program": lib.make_count(rasp.tokens, "a"), "vocab": {"a", "b"}, "max_seq_len": 5}
+
+
+def make_count_less_freq() -> dict[str, Any]:
+    """How many tokens occur at most twice (two attention layers)."""
+    return {"program": lib.make_count_less_freq(2), "vocab": {"a", "b", "c"}, "max_seq_len": 5}
+
+
+def make_sort() -> dict[str, Any]:
+    """The input sorted (three layers; keys made unique by position)."""
+    program = lib.make_sort(rasp.tokens, rasp.tokens, max_seq_len=4, min_key=1)
+    return {"program": program, "vocab": {1, 2, 3, 4}, "max_seq_len": 4}
+
+
+def make_sort_freq() -> dict[str, Any]:
+    """Tokens sorted by how often they occur (five layers)."""
+    return {"program": lib.make_sort_freq(4), "vocab": {"a", "b", "c"}, "max_seq_len": 4}
+
+
+def make_shuffle_dyck() -> dict[str, Any]:
+    """Whether the brackets are balanced (six layers, 388 edges)."""
+    return {"program": lib.make_shuffle_dyck(["()"]), "vocab": {"(", ")"}, "max_seq_len": 5}
+
+
+def make_shuffle_dyck2() -> dict[str, Any]:
+    """Whether two kinds of brackets are each balanced (eight layers, 1,997 edges)."""
+    program = lib.make_shuffle_dyck2()
+    return {"program": program, "vocab": {"(", ")", "{", "}"}, "max_seq_len": 4}
+
+
+UNSEEN = (
+    "make_hist",
+    "make_count_a",
+    "make_count_less_freq",
+    "make_sort",
+    "make_sort_freq",
+    "make_shuffle_dyck",
+    "make_shuffle_dyck2",
+)
