@@ -148,8 +148,9 @@ def main() -> None:
                 try:
                     rec, result = recover(method, bridge, task, truth, params)
                 except ConfigError as exc:  # e.g. a corruption that changes nothing
+                    reason = str(exc).replace("|", "\\|")  # a table cell
                     lines.append(f"| {label} | {len(truth)} | {ablation} | {method} | refused: "
-                                 f"{exc} | | | | | |")  # fmt: skip
+                                 f"{reason} | | | | | |")  # fmt: skip
                     print(lines[-1], flush=True)
                     if method in BAR_METHODS and ablation == BAR_ABLATION:
                         (unseen_misses if label.startswith("unseen") else misses).append(
