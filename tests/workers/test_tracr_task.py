@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -14,6 +16,8 @@ from circuitreg.workers.tasks.base import TaskContext, TaskError
 from circuitreg.workers.tasks.registry import build_task
 from circuitreg.workers.tasks.tracr_task import tracr_task
 from circuitreg.workers.tracr import ground_truth_edges
+from circuitreg.workers.tracr.compile import check_fixture
+from circuitreg.workers.tracr.fixture import TracrFixture, TracrSample
 
 
 @pytest.mark.parametrize("program", ["reverse", "frac_prevs", "pair_balance"])
@@ -99,3 +103,36 @@ def test_groundtruth_cli_prints_the_true_edges() -> None:
     assert result.output.split() == list(ground_truth_edges(load_fixture("frac_prevs")))
     bad = CliRunner().invoke(app, ["groundtruth", "--model", "toy:induction"])
     assert bad.exit_code != 0 and "only for tracr" in bad.output
+
+
+def _with_undefined_first_output(fixture: TracrFixture) -> TracrFixture:
+    """The fixture as if RASP left its first output undefined (None), as ``shift_by`` does."""
+    samples = tuple(
+        TracrSample(s.inputs, (None, *s.outputs[1:])) for s in fixture.samples
+    )  # fmt: skip
+    return dataclasses.replace(fixture, samples=samples)
+
+
+def test_outputs_rasp_leaves_undefined_are_neither_checked_nor_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from circuitreg.workers.tracr import loading
+
+    fixture = _with_undefined_first_output(load_model("tracr:reverse", "cpu").info["fixture"])
+    assert fixture.defined_positions(5) == [2, 3, 4, 5]
+    assert check_fixture(fixture) == []  # the model's output at position 1 is not compared
+    wrong = fixture.samples[0]
+    bad = (None, "z", *wrong.outputs[2:])
+    flagged = dataclasses.replace(fixture, samples=(TracrSample(wrong.inputs, bad),))
+    assert len(check_fixture(flagged)) == 1  # a defined position still is
+
+    monkeypatch.setattr(loading, "resolve_tracr_fixture", lambda spec: fixture)
+    task = tracr_task("reverse", n=8, seed=0)
+    assert task.positions.tolist() == [[2, 3, 4, 5]] * 8
+    assert task.answers.shape == (8, 4)  # the answers at those positions only
+    empty = dataclasses.replace(
+        fixture, samples=tuple(TracrSample(s.inputs, (None,) * 5) for s in fixture.samples)
+    )
+    monkeypatch.setattr(loading, "resolve_tracr_fixture", lambda spec: empty)
+    with pytest.raises(TaskError, match="defines no output"):
+        tracr_task("reverse", n=8)

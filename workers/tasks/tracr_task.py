@@ -1,7 +1,8 @@
 """The discovery task for a compiled tracr program: ``tracr:program=reverse,n=64,seed=0``.
 
 Clean prompts are inputs drawn from the program's vocabulary, corrupted prompts are inputs
-drawn independently (resampling), and the metric is read at every non-BOS position. Answers
+drawn independently (resampling), and the metric is read at every non-BOS position whose
+output RASP defines (``TracrFixture.defined_positions``). Answers
 are the program's outputs as RASP evaluated them when the fixture was compiled: prompts are
 drawn from the fixture's full-length reference samples, so no answer comes from the model
 under study. For a categorical program the distractor at a position is the corrupted input's
@@ -51,10 +52,17 @@ def tracr_task(program: str, n: int = 64, seed: int = 0, length: int | None = No
     corrupt_idx = (clean_idx + shift) % len(pool)  # never the clean sample itself
     clean = torch.stack([fixture.encode(pool[i].inputs) for i in clean_idx.tolist()])
     corrupted = torch.stack([fixture.encode(pool[i].inputs) for i in corrupt_idx.tolist()])
-    positions = torch.arange(1, length + 1).expand(n, -1).clone()
+    defined = fixture.defined_positions(length)
+    if not defined:
+        raise TaskError(
+            f"tracr program {fixture.name!r} defines no output at any position of length "
+            f"{length} inputs (RASP gives None everywhere)"
+        )
+    positions = torch.tensor(defined).expand(n, -1).clone()
+    outputs_at = [p - 1 for p in defined]  # output index of each read position
     if fixture.output_encoding is None:
-        answers = torch.zeros(n, length, dtype=torch.long)
-        distractors = torch.ones(n, length, dtype=torch.long)
+        answers = torch.zeros(n, len(defined), dtype=torch.long)
+        distractors = torch.ones(n, len(defined), dtype=torch.long)
         metric_note = "numerical output: logit_diff reads the program's value"
     else:
         encoding = fixture.output_encoding
@@ -62,7 +70,10 @@ def tracr_task(program: str, n: int = 64, seed: int = 0, length: int | None = No
         def classes(index: torch.Tensor) -> torch.Tensor:
             try:
                 return torch.tensor(
-                    [[encoding[str(v)] for v in pool[i].outputs] for i in index.tolist()]
+                    [
+                        [encoding[str(pool[i].outputs[j])] for j in outputs_at]
+                        for i in index.tolist()
+                    ]
                 )
             except KeyError as exc:
                 raise TaskError(

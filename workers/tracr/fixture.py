@@ -78,6 +78,16 @@ class TracrFixture:
         """Input values a program accepts (BOS and pad excluded), sorted."""
         return tuple(sorted(v for v in self.input_encoding if v not in (self.bos, self.pad)))
 
+    def defined_positions(self, length: int) -> list[int]:
+        """Token positions (BOS is 0) whose output RASP defines in every sample of ``length``.
+
+        RASP leaves some outputs undefined (None: ``shift_by``'s first position, the start of
+        ``detect_pattern``); the compiled model writes something arbitrary there, so those
+        positions are neither checked nor read by a task.
+        """
+        samples = [s for s in self.samples if len(s.inputs) == length]
+        return [i + 1 for i in range(length) if all(s.outputs[i] is not None for s in samples)]
+
     def encode(self, inputs: tuple[Any, ...] | list[Any]) -> torch.Tensor:
         """Token ids ``[1 + len(inputs)]`` for one input, BOS first."""
         try:

@@ -51,7 +51,10 @@ def dead_edges(fixture: TracrFixture, edges: list[str]) -> set[str]:
     with torch.no_grad():
         for length, prompts in by_length.items():
             tokens = torch.stack(prompts)
-            positions = torch.arange(1, length + 1).expand(tokens.shape[0], -1)
+            defined = fixture.defined_positions(length)
+            if not defined:
+                continue
+            positions = torch.tensor(defined).expand(tokens.shape[0], -1)
             embedded = embed(weights, tokens)
 
             def outputs(t: torch.Tensor) -> torch.Tensor:
