@@ -3,7 +3,7 @@
 Cases: the compiled tracr programs ``reverse`` (bidirectional attention; full-length and
 length-4 prompts), ``frac_prevs`` and ``pair_balance``, whose true edges the compiled program
 defines, and the induction toy, whose true edges are derived from its head-detector scores
-(``circuitreg.workers.groundtruth``). With the ``tracr`` extra installed, seven programs of
+(``circuitreg.workers.groundtruth``). With the ``tracr`` extra installed, nine programs of
 tracr's own library that nothing was tuned on (``bench/unseen_programs.py``) are compiled and
 graded too. Every registered method runs with resample ablation from
 the task's own corrupted prompts and with zero ablation, and the task's metric

@@ -5,7 +5,8 @@ The recovery bench (``bench/recovery.py``) compiles each one as a user program,
 grades every method on it: the discovery issue asks for the same recovery "on programs the
 tests never saw". Each function returns the dict form of a user program (see
 ``circuitreg.workers.tracr.programs``). The two Dyck programs were added after mask pruning's
-``mask_samples`` default was chosen on the others, so they were unseen by that choice too.
+``mask_samples`` default was chosen on the others, so they were unseen by that choice too;
+the last two (outputs RASP leaves undefined) after that.
 """
 
 from __future__ import annotations
@@ -53,6 +54,18 @@ def make_shuffle_dyck2() -> dict[str, Any]:
     return {"program": program, "vocab": {"(", ")", "{", "}"}, "max_seq_len": 4}
 
 
+def make_shift_by_one() -> dict[str, Any]:
+    """The previous token (its first output is undefined: RASP gives None there)."""
+    program = lib.shift_by(1, rasp.tokens)
+    return {"program": program, "vocab": {"a", "b", "c"}, "max_seq_len": 5, "causal": True}
+
+
+def make_detect_ab() -> dict[str, Any]:
+    """Whether the pattern "ab" ends at each position (undefined at the first)."""
+    program = lib.detect_pattern(rasp.tokens, "ab")
+    return {"program": program, "vocab": {"a", "b", "c"}, "max_seq_len": 5, "causal": True}
+
+
 UNSEEN = (
     "make_hist",
     "make_count_a",
@@ -61,4 +74,6 @@ UNSEEN = (
     "make_sort_freq",
     "make_shuffle_dyck",
     "make_shuffle_dyck2",
+    "make_shift_by_one",
+    "make_detect_ab",
 )
