@@ -93,6 +93,7 @@ def test_relative_tau_is_a_fraction_of_the_full_effect() -> None:
     relative = acdc(model, task, graph, ACDCConfig(tau=0.2, relative_tau=True))
     absolute = acdc(model, task, graph, ACDCConfig(tau=0.2 * full_effect))
     assert torch.equal(relative.extra["circuit_mask"], absolute.extra["circuit_mask"])
+    assert relative.extra["tau_absolute"] == pytest.approx(0.2 * full_effect)
     assert int(relative.extra["n_kept"]) > 0
     # the same fraction keeps fewer edges as it grows: tau is not ignored
     loose = acdc(model, task, graph, ACDCConfig(tau=0.001, relative_tau=True))

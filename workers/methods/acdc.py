@@ -12,8 +12,8 @@ are then read in order and are exact until the first edge that is kept, after wh
 remaining speculative sets (which assumed it removed) are discarded and re-evaluated. The
 speculation never exceeds what one pass holds (a second pass can wait for the first one's
 decisions at no cost). On the CPU, where every extra set costs its full share of memory
-traffic, the depth also adapts: it halves to what the last chunk actually used when an edge
-is kept and doubles while every speculated edge is removed (on the induction toy most
+traffic, the depth also adapts: it drops to the number of sets the last pass used when an
+edge is kept and doubles while every speculated edge is removed (on the induction toy most
 receivers keep an early edge, and full-depth speculation made batched ACDC slower than one
 set per pass). The decisions are the same at every depth. A node
 whose outgoing edges are all removed cannot affect the output, so its incoming edges are
@@ -162,5 +162,6 @@ def acdc(
             "circuit_mask": circuit,
             "n_kept": int(circuit.sum()),
             "final_metric": pruner.current,
+            "tau_absolute": pruner.tau,  # tau itself, or its fraction of the full effect
         },
     )
