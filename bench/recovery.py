@@ -9,11 +9,13 @@ graded too. Every registered method runs with resample ablation from
 the task's own corrupted prompts and with zero ablation, and the task's metric
 (``logit_diff`` for both task families). ROC AUC is of ``|score|`` against the true set;
 precision/recall are of the method's own circuit (ACDC, mask pruning) or else the top-k edges
-with k = number of true edges. The issue's bar: AUC >= 0.95 for ACDC, EAP-IG and mask pruning
-on both tracr programs and the toy; it is checked under zero ablation (the one ablation that
-can see every true edge here) and on reverse's length-4 prompts (on full-length prompts its
-length computation gives the same value in every prompt and when zeroed: no method can see
-it, the table shows both).
+with k = number of true edges. A tracr case's true edges are the program's real edges on
+inputs of its prompts' length (``ground_truth_edges(fixture, length)``): a computation that
+only matters at other lengths (full-length ``reverse``'s length, parts of ``shuffle_dyck``)
+changes no output on those prompts whatever is patched, so no method is graded on it; the
+notes give both counts. The issue's bar: AUC >= 0.95 for ACDC, EAP-IG and mask pruning on
+both tracr programs and the toy; it is checked under zero ablation (the one ablation that
+can see every true edge here).
 
 Writes ``bench/results/recovery.md``.
 
@@ -44,8 +46,20 @@ RESULTS = Path(__file__).resolve().parent / "results" / "recovery.md"
 UNSEEN_FILE = Path(__file__).resolve().parent / "unseen_programs.py"
 BAR_METHODS = ("acdc", "eap_ig", "mask_pruning")
 BAR = 0.95
-BAR_CASES = ("tracr reverse, length 4", "tracr frac_prevs", "toy induction")
+BAR_CASES = ("tracr reverse", "tracr reverse, length 4", "tracr frac_prevs", "toy induction")
 BAR_ABLATION = "zero"
+
+
+def tracr_truth(loaded: Any, task: Any, note: str) -> tuple[tuple[str, ...], str]:
+    """The program's real edges on inputs of the task's length, and how they were found."""
+    fixture = loaded.info["fixture"]
+    length = int(task.seq_len) - 1  # BOS first
+    truth = tuple(ground_truth_edges(fixture, length))
+    everywhere = ground_truth_edges(fixture)
+    how = f"compiled program; {note}real on inputs of length {length}"
+    if len(everywhere) != len(truth):
+        how += f" ({len(everywhere)} on all lengths)"
+    return truth, how
 
 
 def cases(n: int) -> list[tuple[str, Any, Any, tuple[str, ...], str]]:
@@ -54,14 +68,14 @@ def cases(n: int) -> list[tuple[str, Any, Any, tuple[str, ...], str]]:
     for program in ("reverse", "frac_prevs", "pair_balance"):
         loaded = load_model(f"tracr:{program}", "cpu")
         task = build_task(f"tracr:program={program},n={n}", context=TaskContext.from_loaded(loaded))
-        truth = tuple(ground_truth_edges(loaded.info["fixture"]))
-        out.append((f"tracr {program}", loaded.bridge, task, truth, "compiled program"))
+        out.append((f"tracr {program}", loaded.bridge, task, *tracr_truth(loaded, task, "")))
         if program == "reverse":  # full-length prompts hide its length computation
             short = build_task(
                 f"tracr:program=reverse,n={n},length=4",
                 context=TaskContext.from_loaded(loaded),
             )
-            out.append(("tracr reverse, length 4", loaded.bridge, short, truth, "compiled program"))
+            out.append(("tracr reverse, length 4", loaded.bridge, short,
+                        *tracr_truth(loaded, short, "")))  # fmt: skip
     loaded = load_model("toy:induction", "cpu")
     task = build_task(f"induction:n={n}", context=TaskContext.from_loaded(loaded))
     derived = induction_ground_truth(loaded.bridge)
@@ -90,9 +104,8 @@ def unseen_cases(n: int) -> list[tuple[str, Any, Any, tuple[str, ...], str]]:
         loaded = load_model(spec, "cpu")
         task = build_task(f"tracr:program={UNSEEN_FILE}:{name},n={n}",
                           context=TaskContext.from_loaded(loaded))  # fmt: skip
-        truth = tuple(ground_truth_edges(loaded.info["fixture"]))
         label = f"unseen {name.removeprefix('make_')}"
-        out.append((label, loaded.bridge, task, truth, "compiled program, never tuned on"))
+        out.append((label, loaded.bridge, task, *tracr_truth(loaded, task, "never tuned on; ")))
     return out
 
 
@@ -171,8 +184,8 @@ def main() -> None:
                 if in_unseen and ablation == BAR_ABLATION and rec.roc_auc < BAR:
                     unseen_misses.append(f"{method} on {label}: AUC {rec.roc_auc:.3f}")
     verdict = (
-        "All bar methods reach AUC >= 0.95 on reverse (length 4), frac_prevs and the toy "
-        f"({BAR_ABLATION} ablation)."
+        "All bar methods reach AUC >= 0.95 on reverse (full-length and length-4 prompts), "
+        f"frac_prevs and the toy ({BAR_ABLATION} ablation)."
         if not misses
         else "Below the AUC >= 0.95 bar: " + "; ".join(misses) + "."
     )
@@ -196,8 +209,9 @@ def main() -> None:
         "own corruption), which keeps what clean and corrupted prompts share (tracr: positions "
         "and length; the toy: positions and the repeated half) invisible, and zero ablation, "
         "which removes everything. True tracr edges are the compiled weights' reads whose "
-        "knock-out changes the output on the program's inputs (reverse: 10; the length head's "
-        "query and key reads score every key alike and are not counted). "
+        "knock-out changes the output on the program's inputs of the prompts' length (reverse: "
+        "10 on length-4 inputs, 8 on full-length ones, whose length is always the same; the "
+        "length head's query and key reads score every key alike and are never counted). "
         "Metric logit_diff (the tasks' "
         "own metric) for every method except ACDC, which runs with its own default, kl, and "
         "tau 0.01 as a fraction of the full effect (`relative_tau`). ROC AUC of |score| "

@@ -100,8 +100,14 @@ def _on_input_to_logits_paths(edges: list[tuple[str, str, str | None]]) -> set[i
     return {i for i, (src, dst, _) in enumerate(edges) if src in from_input and dst in to_logits}
 
 
-def ground_truth_edges(fixture: TracrFixture) -> tuple[str, ...]:
-    """Canonical names of the program's real edges, in topological order of their targets."""
+def ground_truth_edges(fixture: TracrFixture, length: int | None = None) -> tuple[str, ...]:
+    """Canonical names of the program's real edges, in topological order of their targets.
+
+    With ``length``, the edges real on inputs of that many tokens: a circuit is a task's, and
+    a task's prompts have one length. Some computations only matter at other lengths (the
+    length of a full-length ``reverse`` input, parts of ``shuffle_dyck``'s): on such prompts
+    their edges change no output whatever is patched, so no method is graded on them.
+    """
     cfg = fixture.bridge_config
     weights = {k: v.float() for k, v in fixture.state_dict().items()}
     writers, readers = _components(
@@ -115,7 +121,7 @@ def ground_truth_edges(fixture: TracrFixture) -> tuple[str, ...]:
             if _nonzero(write, reader.matrix):
                 candidates.append((source, reader.node, reader.receiver))
     names = [edge_name(*c) for c in candidates]
-    invariant = dead_edges(fixture, names)
+    invariant = dead_edges(fixture, names, length)
     candidates = [c for c, name in zip(candidates, names, strict=True) if name not in invariant]
     keep = _on_input_to_logits_paths(candidates)
     return tuple(edge_name(*candidates[i]) for i in sorted(keep))

@@ -29,8 +29,9 @@ from circuitreg.workers.tracr.fixture import TracrFixture, build_bridge
 RELATIVE_TOLERANCE = 1e-4
 
 
-def dead_edges(fixture: TracrFixture, edges: list[str]) -> set[str]:
-    """The edges among ``edges`` whose knock-out never changes a read position's logits."""
+def dead_edges(fixture: TracrFixture, edges: list[str], length: int | None = None) -> set[str]:
+    """The edges among ``edges`` whose knock-out never changes a read position's logits
+    (on the reference samples of ``length`` tokens only, when it is given)."""
     from circuitreg.workers.ablation import ablated_outputs
     from circuitreg.workers.engine.forward import embed, run_forward
     from circuitreg.workers.engine.weights import read_weights
@@ -45,6 +46,8 @@ def dead_edges(fixture: TracrFixture, edges: list[str]) -> set[str]:
         patch[row, index[name]] = 1.0
     by_length: dict[int, list[torch.Tensor]] = defaultdict(list)
     for sample in fixture.samples:
+        if length is not None and len(sample.inputs) != length:
+            continue
         by_length[len(sample.inputs)].append(fixture.encode(sample.inputs))
     effect = torch.zeros(len(edges))
     scale = 0.0
