@@ -154,3 +154,13 @@ def test_reads_that_never_change_the_output_are_not_true_edges() -> None:
     edges = set(ground_truth_edges(fixture))
     assert "input->a0.h0<v>" in edges and "a0.h0->m0" in edges
     assert not {"input->a0.h0<q>", "input->a0.h0<k>"} & edges
+
+
+def test_truth_for_one_input_length_drops_what_only_other_lengths_use() -> None:
+    fixture = load_model("tracr:reverse", "cpu").info["fixture"]
+    everywhere = set(ground_truth_edges(fixture))
+    full_length = set(ground_truth_edges(fixture, fixture.max_seq_len))
+    # reverse's length (read through a0.h0's value into m0) is the same in every full-length
+    # input, so on those inputs no knock-out of it changes the output
+    assert everywhere - full_length == {"input->a0.h0<v>", "a0.h0->m0"}
+    assert set(ground_truth_edges(fixture, 4)) == everywhere
