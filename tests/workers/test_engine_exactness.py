@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,23 +14,9 @@ from circuitreg.workers.graph import ComputationalGraph
 from circuitreg.workers.tasks.base import TaskData
 from circuitreg.workers.tasks.induction import induction_task
 
-ATTN_ONLY = dict(
-    n_layers=2, d_model=32, n_heads=4, d_head=8, d_vocab=40, n_ctx=24,
-    attn_only=True, act_fn="gelu", normalization_type=None, seed=0,
-)  # fmt: skip
-WITH_MLP = dict(
-    n_layers=2, d_model=32, n_heads=4, d_head=8, d_vocab=40, n_ctx=24, d_mlp=64,
-    attn_only=False, act_fn="gelu", normalization_type="LN", seed=1,
-)  # fmt: skip
+from .tiny_bridges import ATTN_ONLY, WITH_MLP
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny matrices: one thread avoids oversubscription on the shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _setup(cfg: dict[str, Any], n: int = 6) -> tuple[Any, ComputationalGraph, TaskData]:

@@ -9,7 +9,6 @@ ablation, on native bridges and on a Hugging Face architecture.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,23 +20,11 @@ from circuitreg.workers.engine import EngineError, HookedEdgePatcher, Interventi
 from circuitreg.workers.graph import ComputationalGraph
 from circuitreg.workers.tasks.induction import induction_task
 
-ATTN_ONLY = dict(
-    n_layers=2, d_model=32, n_heads=4, d_head=8, d_vocab=40, n_ctx=24,
-    attn_only=True, act_fn="gelu", normalization_type=None, seed=0,
-)  # fmt: skip
-WITH_MLP = dict(
-    n_layers=3, d_model=32, n_heads=4, d_head=8, d_vocab=40, n_ctx=24, d_mlp=64,
-    attn_only=False, act_fn="gelu", normalization_type="LN", seed=1,
-)  # fmt: skip
+from .tiny_bridges import ATTN_ONLY, WITH_MLP
 
+THREE_LAYER_MLP = dict(WITH_MLP, n_layers=3)  # a patched edge reaches two later layers
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny matrices: one thread avoids oversubscription on the shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _hf_gpt2() -> Any:
@@ -58,7 +45,7 @@ def _random_sets(graph: ComputationalGraph, n: int, seed: int) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("ablation", ["resample", "zero", "mean"])
-@pytest.mark.parametrize("cfg", [ATTN_ONLY, WITH_MLP], ids=["attn_only", "ln_mlp"])
+@pytest.mark.parametrize("cfg", [ATTN_ONLY, THREE_LAYER_MLP], ids=["attn_only", "ln_mlp"])
 def test_engine_equals_hooked_loop_on_many_edge_sets(cfg: dict[str, Any], ablation: str) -> None:
     model = TransformerBridge.boot_native(cfg)
     graph = ComputationalGraph.from_model(model)
@@ -85,7 +72,7 @@ def test_engine_equals_hooked_loop_on_a_hugging_face_gpt2() -> None:
 
 
 def test_hooked_loop_with_every_edge_patched_is_the_corrupted_model() -> None:
-    model = TransformerBridge.boot_native(WITH_MLP)
+    model = TransformerBridge.boot_native(THREE_LAYER_MLP)
     graph = ComputationalGraph.from_model(model)
     task = induction_task(seq_len=5, n=6, d_vocab=40, seed=3)
     hooked = HookedEdgePatcher(model, graph, task, metric="kl")

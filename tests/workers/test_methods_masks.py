@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 from transformer_lens.model_bridge import TransformerBridge
@@ -20,13 +18,7 @@ PLANTED = {"input->a0.h0<v>", "a0.h0->a1.h1<v>", "a1.h1->logits"}
 WEAK = {"input->a0.h1<v>", "a0.h1->logits"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors: one thread avoids OpenMP oversubscription on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def planted_model() -> TransformerBridge:

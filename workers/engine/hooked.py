@@ -1,7 +1,7 @@
 """Edge patching through the bridge's own forward and hooks: one forward pass per edge set.
 
-This is the plain way to patch edges, the way ACDC's original implementation did it on
-TransformerLens 2: run the model with hooks that record each writer's output as it is
+This is the plain way to patch edges, as hook-based implementations such as ACDC's original
+one on TransformerLens 2 do it: run the model with hooks that record each writer's output as it is
 computed, and rewrite each reader's input to ``its input + sum over its patched edges of
 (ablated - current writer output)``. Everything downstream of a patched edge is recomputed by
 the model itself, so a set of edges is patched exactly.
@@ -9,10 +9,13 @@ the model itself, so a set of edges is patched exactly.
 It does not share code with the engine's residual decomposition (``forward``): it reads the
 activations the bridge's hooks expose (``hook_resid_pre``, ``attn.hook_z``, ``hook_mlp_out``)
 and rewrites ``attn.hook_q/k/v`` (recomputed per head from the patched input through the
-block's own ``ln1``), ``ln2.hook_in`` and ``ln_final.hook_in``. That makes it two things: an
-independent implementation the tests check the engine against on many-edge sets, and the
-baseline "one hooked forward per edge set" that ``bench/discovery_speed.py`` times the
-batched engine against. It is not meant for discovery runs: use ``InterventionEngine``.
+block's own ``ln1``), ``ln2.hook_in`` and ``ln_final.hook_in``. The q/k/v are recomputed in
+the hook because native bridges refuse TransformerLens's split q/k/v input hooks
+(``set_use_split_qkv_input`` raises ``NotImplementedError`` for their ``AttentionBridge``).
+It is thus two things: an independent implementation the tests check the engine against on
+many-edge sets, and the baseline "one hooked forward per edge set" that
+``bench/discovery_speed.py`` times the batched engine against. It is not meant for
+discovery runs: use ``InterventionEngine``.
 """
 
 from __future__ import annotations

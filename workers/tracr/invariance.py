@@ -10,8 +10,9 @@ Counting such edges as true would grade every method on edges no intervention ca
 So each weight-read edge is knocked out alone, exactly (``circuitreg.workers.engine``: the
 edge's receiver gets the ablated value of its source, everything downstream recomputed), on
 every one of the fixture's reference inputs, once with zero ablation and once resampling the
-source from another reference input of the same length. An edge whose knock-out leaves every
-read position's logits unchanged (up to float32 rounding) in both is not a real edge. The test
+source from another reference input of the same length (with ``length``, only the inputs of
+that length: a task's prompts have one). An edge whose knock-out leaves every read position's
+logits unchanged (up to float32 rounding) in both is not a real edge. The test
 is single-edge, so two edges that back each other up would both be dropped; tracr compiles
 each RASP operation once, so its programs have no such redundancy.
 """
