@@ -10,6 +10,7 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from circuitreg.workers.engine import EngineError, InterventionEngine
 from circuitreg.workers.engine import engine as engine_module
+from circuitreg.workers.engine.forward import run_forward
 from circuitreg.workers.graph import ComputationalGraph
 from circuitreg.workers.tasks.base import TaskData
 from circuitreg.workers.tasks.induction import induction_task
@@ -188,3 +189,38 @@ def test_cpu_passes_are_capped_by_the_cache_budget_with_the_same_results(
     assert engine.n_forward - before == 1
     monkeypatch.setattr(engine_module, "CPU_PASS_ELEMENTS", 1)
     assert engine.max_sets_per_pass == 1  # at least one set per pass
+
+
+@pytest.mark.parametrize("cfg", [ATTN_ONLY, WITH_MLP], ids=["attn_only", "ln_mlp"])
+def test_last_layer_at_the_read_positions_equals_the_full_pass(cfg: dict[str, Any]) -> None:
+    """The induction task reads half the positions, so the engine runs the last layer there
+    only; the same patches on a pass over every position, then read, must agree, and so must
+    the attribution gradients that flow through the narrowed layer."""
+    model, graph, task = _setup(cfg)
+    assert task.positions.shape[1] < task.seq_len  # the narrowed path is the one tested
+    engine = InterventionEngine(model, graph, task)
+    batch = next(engine.batches())
+    rows = torch.arange(task.n_examples)[:, None]
+    patch = torch.rand(9, graph.n_edges, generator=torch.Generator().manual_seed(1)) < 0.4
+    patch = patch.float()
+    patch[0, graph.n_edges // 2 :] = 0.0  # sets that agree early, as ACDC's do
+    patch[1] = patch[0]
+    patch[1, -1] = 1.0
+    everywhere = torch.arange(task.seq_len).expand(task.n_examples, -1)
+
+    def full(fixed: torch.Tensor) -> torch.Tensor:
+        logits = run_forward(
+            engine.weights, graph, batch.embedded, everywhere, patch=fixed,
+            ablated=batch.ablated,
+        ).logits  # fmt: skip
+        return logits[:, rows, task.positions]
+
+    with torch.no_grad():
+        assert (engine.run(batch, patch) - full(patch)).abs().max() < 1e-5
+    narrow_in = patch.clone().mul(0.5).requires_grad_(True)
+    full_in = patch.clone().mul(0.5).requires_grad_(True)
+    engine.metric_of(batch, engine.run(batch, narrow_in)).sum().backward()
+    engine.metric_of(batch, full(full_in)).sum().backward()
+    assert narrow_in.grad is not None and full_in.grad is not None
+    assert narrow_in.grad.abs().max() > 1e-4
+    assert (narrow_in.grad - full_in.grad).abs().max() < 1e-5

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 
 import torch
 
-from circuitreg.workers.engine.weights import EngineError, LayerWeights, ModelWeights
+from circuitreg.workers.engine.blocks import at_positions, attention, mlp
+from circuitreg.workers.engine.weights import EngineError, ModelWeights
 from circuitreg.workers.graph import ComputationalGraph
 
 
@@ -166,38 +167,20 @@ class _Stream:
         """All recorded writer outputs ``[S, N, T, W, d]``."""
         return torch.cat(self.outputs, dim=-2)
 
-
-def _attention(
-    layer: LayerWeights, x: torch.Tensor, scale: float, causal: bool = True
-) -> torch.Tensor:
-    """Per-head attention with separate q/k/v inputs ``x [S, 3, H, N, T, d]``.
-
-    ``causal`` masks keys after the query; bidirectional models (``causal=False``) attend
-    to every position, so a patched edge there also reaches earlier positions.
-
-    Returns each head's output ``[S, N, T, H, d]`` (z @ W_O, without the bias).
-    """
-    normed = layer.ln1(x)
-    q = torch.einsum("shntd,hde->shnte", normed[:, 0], layer.w_q) + layer.b_q[:, None, None]
-    k = torch.einsum("shntd,hde->shnte", normed[:, 1], layer.w_k) + layer.b_k[:, None, None]
-    v = torch.einsum("shntd,hde->shnte", normed[:, 2], layer.w_v) + layer.b_v[:, None, None]
-    scores = torch.einsum("shnqe,shnke->shnqk", q, k) / scale
-    if causal:
-        t = scores.shape[-1]
-        future = torch.ones(t, t, dtype=torch.bool, device=scores.device).triu(1)
-        scores = scores.masked_fill(future, float("-inf"))
-    pattern = torch.softmax(scores, dim=-1)
-    z = torch.einsum("shnqk,shnke->shnqe", pattern, v)
-    return torch.einsum("shnte,hed->snthd", z, layer.w_o)
-
-
-def _mlp(layer: LayerWeights, x: torch.Tensor) -> torch.Tensor:
-    assert layer.ln2 is not None and layer.mlp is not None
-    s, n, t, d = x.shape
-    out = layer.mlp(layer.ln2(x).reshape(s * n, t, d))
-    if isinstance(out, tuple):
-        out = out[0]
-    return out.reshape(s, n, t, d)
+    def at(self, positions: torch.Tensor) -> _Stream:
+        """This stream narrowed to each example's ``positions [N, P]`` (copies, not views):
+        from there on the pass computes only what the read positions need."""
+        narrow = _Stream.__new__(_Stream)
+        narrow.ablated = None if self.ablated is None else at_positions(self.ablated, 0, positions)
+        narrow.delta = None if self.delta is None else at_positions(self.delta, 0, positions)
+        narrow.track, narrow.record = self.track, False
+        narrow.outputs, narrow.count = [], self.count
+        narrow.resid = at_positions(self.resid, 1, positions)
+        # exact diffs [S, g, N, T, d]; fixed deltas [g, N|1, T, d]
+        narrow.diffs = [
+            (lo, hi, at_positions(d, d.ndim - 3, positions)) for lo, hi, d in self.diffs
+        ]
+        return narrow
 
 
 def run_forward(
@@ -231,6 +214,7 @@ def run_forward(
     stream = _Stream(first, ablated, delta, track=patch is not None, record=record)
     rows = patch if patch is None else patch[:1]
     slots = iter(graph.slots)
+    last = len(weights.layers) - 1
     for index, layer in enumerate(weights.layers):
         if index == shared and n_sets > 1:
             stream.expand(n_sets)
@@ -240,14 +224,25 @@ def run_forward(
         for _ in range(3 * heads - 1):
             next(slots)
         k = len(q_slot.writers)
-        resid_before = stream.resid
-        x = resid_before[:, None, None]
+        coeff = None
         if rows is not None:
             coeff = rows[:, q_slot.edge_start : q_slot.edge_start + 3 * heads * k]
-            x = stream.shifted(x, coeff.view(current, 3, heads, k), k)
+            coeff = coeff.view(current, 3, heads, k)
+        query_positions = None
+        if index == last and _reads_fewer_positions(stream, positions, override, record):
+            # Nothing after the last layer's attention mixes positions: its queries, its MLP
+            # and the logits are needed only where the metric reads. Keys and values are not.
+            kv_in = _receiver_inputs(stream, coeff, 1, 3, heads, k)
+            stream = stream.at(positions)
+            q_in = _receiver_inputs(stream, coeff, 0, 1, heads, k)[:, 0]
+            query_positions, positions = positions, _all_positions(positions)
         else:
-            x = x.expand(current, 3, heads, *x.shape[3:])
-        head_out = _attention(layer, x, weights.attn_scale, weights.causal)
+            x = _receiver_inputs(stream, coeff, 0, 3, heads, k)
+            q_in, kv_in = x[:, 0], x[:, 1:]
+        resid_before = stream.resid
+        head_out = attention(
+            layer, q_in, kv_in, weights.attn_scale, weights.causal, query_positions
+        )
         head_out = _apply_override(head_out, stream.count, override)
         mlp_slot = None if graph.attn_only else next(slots)
         if mlp_slot is not None and graph.parallel_attn_mlp:
@@ -260,7 +255,7 @@ def run_forward(
                 mlp_in = _mlp_input(
                     stream.resid, mlp_slot.edge_start, len(mlp_slot.writers), rows, stream
                 )
-            mlp_out = _apply_override(_mlp(layer, mlp_in).unsqueeze(-2), stream.count, override)
+            mlp_out = _apply_override(mlp(layer, mlp_in).unsqueeze(-2), stream.count, override)
             stream.add(mlp_out)
     if stream.resid.shape[0] != n_sets:
         stream.expand(n_sets)
@@ -269,6 +264,32 @@ def run_forward(
         logits=_read_logits(weights, stream, positions, patch, logits_slot.edge_start),
         writer_outputs=stream.stacked() if record else None,
     )
+
+
+def _receiver_inputs(
+    stream: _Stream, coeff: torch.Tensor | None, lo: int, hi: int, heads: int, k: int
+) -> torch.Tensor:
+    """Inputs ``[S, hi - lo, H, N, T, d]`` of a layer's q (0), k (1) or v (2) receivers."""
+    base = stream.resid[:, None, None]
+    if coeff is None:
+        return base.expand(stream.resid.shape[0], hi - lo, heads, *base.shape[3:])
+    return stream.shifted(base, coeff[:, lo:hi], k)
+
+
+def _reads_fewer_positions(
+    stream: _Stream, positions: torch.Tensor, override: Override | None, record: bool
+) -> bool:
+    """Whether the last layer can run at the read positions only: they are fewer than the
+    prompt's, no writer output is recorded, and no override replaces a last-layer group."""
+    if record or positions.shape[1] >= stream.resid.shape[2]:
+        return False
+    return override is None or override.start < stream.count
+
+
+def _all_positions(positions: torch.Tensor) -> torch.Tensor:
+    """Every position of a stream already narrowed to ``positions [N, P]``."""
+    arange = torch.arange(positions.shape[1], device=positions.device)
+    return arange.expand(positions.shape[0], -1)
 
 
 def _shared_layers(graph: ComputationalGraph, patch: torch.Tensor | None) -> int:
