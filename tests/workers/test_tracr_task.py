@@ -136,3 +136,41 @@ def test_outputs_rasp_leaves_undefined_are_neither_checked_nor_read(
     monkeypatch.setattr(loading, "resolve_tracr_fixture", lambda spec: empty)
     with pytest.raises(TaskError, match="defines no output"):
         tracr_task("reverse", n=8)
+
+
+def test_clean_prompts_are_distinct_and_balanced_over_the_outputs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A program whose outputs are nearly always the same (like tracr's Dyck programs, where
+    few inputs are balanced) still shows a method its rare outputs: each output is drawn
+    equally often, and an input repeats only when its output has no other input left."""
+    from circuitreg.workers.tracr import loading
+
+    fixture = load_model("tracr:reverse", "cpu").info["fixture"]
+    full = [s for s in fixture.samples if len(s.inputs) == 5]
+    common, rare = full[0].outputs, {full[1].inputs, full[2].inputs}
+    skewed = dataclasses.replace(fixture, samples=tuple(
+        s if s.inputs in rare or s.inputs == full[0].inputs else TracrSample(s.inputs, common)
+        for s in full
+    ))  # fmt: skip
+    distinct_inputs = len({s.inputs for s in full})
+    assert distinct_inputs > 40 and len(full) > distinct_inputs  # duplicates are dropped
+    monkeypatch.setattr(loading, "resolve_tracr_fixture", lambda spec: skewed)
+
+    task = tracr_task("reverse", n=30, seed=2)
+    assert task.spec["balance"] == "outputs" and "each output equally often" in task.corruption
+    answers = [tuple(row) for row in task.answers.tolist()]
+    assert sorted(answers.count(a) for a in set(answers)) == [10, 10, 10]
+    inputs_per_output: dict[tuple[int, ...], set[tuple[int, ...]]] = {}
+    for row, answer in zip(task.clean.tolist(), answers, strict=True):
+        inputs_per_output.setdefault(answer, set()).add(tuple(row))
+    # the common output's 10 draws are 10 inputs; each rare output has only one input
+    assert sorted(len(inputs) for inputs in inputs_per_output.values()) == [1, 1, 10]
+    assert not bool((task.clean == task.corrupted).all(1).any())  # never the clean input
+
+    uniform = tracr_task("reverse", n=30, seed=2, balance="none")
+    assert len({tuple(r) for r in uniform.clean.tolist()}) == 30
+    uniform_answers = [tuple(row) for row in uniform.answers.tolist()]
+    assert max(uniform_answers.count(a) for a in set(uniform_answers)) > 20  # skew kept
+    with pytest.raises(TaskError, match="balance must be one of"):
+        tracr_task("reverse", n=8, balance="classes")

@@ -83,7 +83,7 @@ class _Pruner:
             if full_effect <= 1e-9:
                 raise ConfigError(
                     f"relative_tau: the full effect |{engine.metric.name}(model) - "
-                    f"{engine.metric.name}(no edges)| is {full_effect:.2g} with "
+                    f"{engine.metric.name}(no edges)| is {full_effect:.2g}, 0 up to rounding, with "
                     f"ablation={engine.ablation!r}, so every fraction of it is 0 (the "
                     "corruption changes nothing the metric reads); use an absolute tau or "
                     "another ablation"

@@ -1,8 +1,13 @@
 """The discovery task for a compiled tracr program: ``tracr:program=reverse,n=64,seed=0``.
 
-Clean prompts are inputs drawn from the program's vocabulary, corrupted prompts are inputs
-drawn independently (resampling), and the metric is read at every non-BOS position whose
-output RASP defines (``TracrFixture.defined_positions``). Answers
+Clean prompts are distinct inputs drawn so that every output the program gives occurs about
+equally often (``balance=outputs``, the default; ``balance=none``: uniform over the distinct
+inputs), corrupted prompts are drawn the same way independently (resampling, never the clean
+input itself), and the metric is read at every non-BOS position whose output RASP defines
+(``TracrFixture.defined_positions``). Balancing is what lets a method see a program's rare
+branch: of the 213 length-4 reference inputs of tracr's ``shuffle_dyck2``, 9 are balanced
+(output True), so 32 uniform draws held one or two of them and ACDC dropped the edges only
+those inputs use (AUC 0.85); balanced, every edge is exercised. Answers
 are the program's outputs as RASP evaluated them when the fixture was compiled: prompts are
 drawn from the fixture's full-length reference samples, so no answer comes from the model
 under study. For a categorical program the distractor at a position is the corrupted input's
@@ -17,8 +22,16 @@ import torch
 
 from circuitreg.workers.tasks.base import TaskContext, TaskData, TaskError, TaskInfo
 
+BALANCE_MODES = ("outputs", "none")
 
-def tracr_task(program: str, n: int = 64, seed: int = 0, length: int | None = None) -> TaskData:
+
+def tracr_task(
+    program: str,
+    n: int = 64,
+    seed: int = 0,
+    length: int | None = None,
+    balance: str = "outputs",
+) -> TaskData:
     """Build the task for ``program`` (a committed fixture name or ``path.py:function``).
 
     ``length`` picks prompts of that many tokens (default: the compiled maximum). The length
@@ -31,6 +44,8 @@ def tracr_task(program: str, n: int = 64, seed: int = 0, length: int | None = No
 
     if n < 1:
         raise TaskError(f"tracr task needs n >= 1, got {n}")
+    if balance not in BALANCE_MODES:
+        raise TaskError(f"tracr task balance must be one of {BALANCE_MODES}, got {balance!r}")
     try:
         fixture = resolve_tracr_fixture(f"tracr:{program}")
     except ModelLoadError as exc:
@@ -41,25 +56,32 @@ def tracr_task(program: str, n: int = 64, seed: int = 0, length: int | None = No
             f"tracr task length must be between 1 and {fixture.max_seq_len} for "
             f"{fixture.name!r}, got {length}"
         )
-    pool = [s for s in fixture.samples if len(s.inputs) == length]
-    if len(pool) < 2:
-        raise TaskError(
-            f"tracr program {fixture.name!r} has fewer than 2 samples of length {length}"
-        )
-    gen = torch.Generator().manual_seed(seed)
-    clean_idx = torch.randint(len(pool), (n,), generator=gen)
-    shift = torch.randint(1, len(pool), (n,), generator=gen)
-    corrupt_idx = (clean_idx + shift) % len(pool)  # never the clean sample itself
-    clean = torch.stack([fixture.encode(pool[i].inputs) for i in clean_idx.tolist()])
-    corrupted = torch.stack([fixture.encode(pool[i].inputs) for i in corrupt_idx.tolist()])
     defined = fixture.defined_positions(length)
     if not defined:
         raise TaskError(
             f"tracr program {fixture.name!r} defines no output at any position of length "
             f"{length} inputs (RASP gives None everywhere)"
         )
-    positions = torch.tensor(defined).expand(n, -1).clone()
     outputs_at = [p - 1 for p in defined]  # output index of each read position
+    distinct = {s.inputs: s for s in fixture.samples if len(s.inputs) == length}
+    pool = list(distinct.values())
+    if len(pool) < 2:
+        raise TaskError(
+            f"tracr program {fixture.name!r} has fewer than 2 distinct inputs of length {length}"
+        )
+    gen = torch.Generator().manual_seed(seed)
+    if balance == "outputs" and fixture.output_encoding is not None:
+        keys = [tuple(str(s.outputs[j]) for j in outputs_at) for s in pool]
+    else:  # numerical outputs are values, not classes: every input is its own group
+        keys = [tuple(map(str, s.inputs)) for s in pool]
+    clean_idx = _balanced_draw(keys, n, gen)
+    corrupt_idx = _balanced_draw(keys, n, gen)
+    for i in torch.nonzero(corrupt_idx == clean_idx).flatten().tolist():
+        shift = int(torch.randint(1, len(pool), (1,), generator=gen))
+        corrupt_idx[i] = (clean_idx[i] + shift) % len(pool)  # never the clean input itself
+    clean = torch.stack([fixture.encode(pool[i].inputs) for i in clean_idx.tolist()])
+    corrupted = torch.stack([fixture.encode(pool[i].inputs) for i in corrupt_idx.tolist()])
+    positions = torch.tensor(defined).expand(n, -1).clone()
     if fixture.output_encoding is None:
         answers = torch.zeros(n, len(defined), dtype=torch.long)
         distractors = torch.ones(n, len(defined), dtype=torch.long)
@@ -85,17 +107,47 @@ def tracr_task(program: str, n: int = 64, seed: int = 0, length: int | None = No
         metric_note = "categorical output: distractor is the corrupted input's output"
     return TaskData(
         name="tracr",
-        spec={"program": program, "n": n, "seed": seed, "length": length, "fixture": fixture.name},
+        spec={
+            "program": program,
+            "n": n,
+            "seed": seed,
+            "length": length,
+            "balance": balance,
+            "fixture": fixture.name,
+        },
         clean=clean,
         corrupted=corrupted,
         positions=positions,
         answers=answers,
         distractors=distractors,
         corruption=(
-            f"tracr/{fixture.name}: inputs of length {length} resampled from the vocabulary; "
-            f"{metric_note}"
+            f"tracr/{fixture.name}: distinct inputs of length {length} resampled from the "
+            f"vocabulary ({_BALANCE_NOTES[balance]}); {metric_note}"
         ),
     )
+
+
+_BALANCE_NOTES = {
+    "outputs": "each output equally often",
+    "none": "uniform over the distinct inputs",
+}
+
+
+def _balanced_draw(keys: list[tuple[str, ...]], n: int, gen: torch.Generator) -> torch.Tensor:
+    """``n`` indices into ``keys`` that visit every group (equal keys) in turn, in a random
+    group order and a random order within each group, so groups occur equally often (to
+    within one) and an input repeats only once its group is exhausted."""
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for index, key in enumerate(keys):
+        groups.setdefault(key, []).append(index)
+    members = [
+        [g[i] for i in torch.randperm(len(g), generator=gen).tolist()] for g in groups.values()
+    ]
+    order = [members[i] for i in torch.randperm(len(members), generator=gen).tolist()]
+    drawn = [
+        order[i % len(order)][(i // len(order)) % len(order[i % len(order)])] for i in range(n)
+    ]
+    return torch.tensor(drawn, dtype=torch.long)
 
 
 def build_tracr(options: dict[str, str], context: TaskContext) -> TaskData:
@@ -106,12 +158,13 @@ def build_tracr(options: dict[str, str], context: TaskContext) -> TaskData:
     try:
         n, seed = int(options.get("n", "64")), int(options.get("seed", "0"))
         raw_length = options.get("length", "max")
+        balance = options.get("balance", "outputs")
         length = None if raw_length == "max" else int(raw_length)
     except ValueError as exc:
         raise TaskError(
             f"tracr task options n and seed must be integers, length an integer or max: {exc}"
         ) from None
-    task = tracr_task(program, n=n, seed=seed, length=length)
+    task = tracr_task(program, n=n, seed=seed, length=length, balance=balance)
     if int(task.clean.max()) >= context.d_vocab:
         raise TaskError(
             f"tracr program {program!r} uses token ids up to {int(task.clean.max())}, but the "
@@ -124,7 +177,7 @@ TASKS = (
     TaskInfo(
         name="tracr",
         builder=build_tracr,
-        options={"program": "", "n": "64", "seed": "0", "length": "max"},
+        options={"program": "", "n": "64", "seed": "0", "length": "max", "balance": "outputs"},
         description="Outputs of a compiled tracr program (use with the model tracr:<program>)",
         positional="program",
     ),
