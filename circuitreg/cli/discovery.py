@@ -60,9 +60,8 @@ def run_discovery(
     from tqdm import tqdm
 
     from circuitreg.workers.graph import ComputationalGraph
-    from circuitreg.workers.methods.base import to_document
+    from circuitreg.workers.methods.base import default_selection, to_document
     from circuitreg.workers.methods.registry import default_registry
-    from circuitreg.workers.methods.selection import Selection
     from circuitreg.workers.models import load_model
     from circuitreg.workers.tasks.base import TaskContext
     from circuitreg.workers.tasks.registry import build_task
@@ -82,11 +81,16 @@ def run_discovery(
             bar.refresh()
 
         result = info.fn(loaded.bridge, task, graph, config, progress)
-    if selection is None:
-        mask = result.extra.get("circuit_mask")
-        selection = mask if mask is not None else Selection("top_k", min(100, graph.n_edges))
+    for warning in result.extra.get("warnings", []):
+        typer.echo(f"warning: {warning}", err=True)
     document = to_document(
-        result, graph, selection, loaded.ref, task, seed=seed, device=str(loaded.device)
+        result,
+        graph,
+        selection if selection is not None else default_selection(result, graph),
+        loaded.ref,
+        task,
+        seed=seed,
+        device=str(loaded.device),
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")

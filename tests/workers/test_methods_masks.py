@@ -134,6 +134,8 @@ def test_mask_pruning_recovers_the_planted_path_at_the_target_sparsity(
         strong + _path_values(task.corrupted)[1], rel=1e-4
     )
     assert result.n_backward == 200 and result.params["parameterisation"] == parameterisation
+    assert result.extra["warnings"] == [] and result.extra["recovered_fraction"] > 0.5
+    assert set(graph.edges_from_mask(result.extra["circuit_mask"])) == PLANTED
     # Training the masks leaves the model untouched, gradients included.
     assert all(torch.equal(a, b) for a, b in zip(weights_before, model.parameters(), strict=True))
     assert all(p.grad is None for p in model.parameters())
@@ -149,6 +151,17 @@ def test_fixed_lambda_and_kl_objective_prune_edges_that_do_nothing() -> None:
     learned = _learned(result, graph)
     assert learned >= PLANTED
     assert len(learned) <= 5, f"edges with no effect survived: {sorted(learned - PLANTED - WEAK)}"
+
+
+def test_a_circuit_that_keeps_nothing_of_the_metric_is_reported() -> None:
+    model, task = planted_model(), planted_task()
+    graph = ComputationalGraph.from_model(model)
+    config = MaskPruningConfig(sparsity_control="lambda", sparsity_lambda=1e3, steps=5, lr=5.0)
+    result = mask_pruning(model, task, graph, config)
+    assert result.extra["circuit_edges"] == 0
+    assert result.extra["recovered_fraction"] == pytest.approx(0.0, abs=1e-6)
+    [warning] = result.extra["warnings"]
+    assert "keeps 0% of the clean-vs-ablated metric gap" in warning
 
 
 def test_the_same_seed_gives_the_same_masks() -> None:

@@ -114,3 +114,29 @@ def test_runtime_device_choice() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(DeviceError, match="CUDA is not available"):
             resolve_device("cuda:1")
+
+
+def test_runtime_job_without_a_selection_keeps_what_discover_keeps(
+    setup: tuple[JobQueue, JobExecutor, Path], tmp_path: Path
+) -> None:
+    """ACDC returns its own circuit; with no selection named, a queued job stores that circuit,
+    the same edges the ``discover`` command writes, not the top 100 by score."""
+    from circuitreg.cli.discovery import run_discovery
+
+    queue, executor, checkpoint = setup
+    task = "induction:seq_len=6,n=16"
+    spec = JobSpec(kind="discovery", model=str(checkpoint), task=task, method="acdc",
+                   metric="kl", params={"relative_tau": True})  # fmt: skip
+    job = queue.enqueue(spec)
+    run_all(queue, executor)
+    done = queue.get(job.id)
+    assert done is not None and done.status == "succeeded", done and done.error
+    assert done.result is not None
+    stored = executor.store.get_circuit(done.result["circuit_id"])
+    assert stored is not None
+    params = {"ablation": spec.ablation, "metric": spec.metric, "relative_tau": "true"}
+    cli = run_discovery(str(checkpoint), task, "acdc", params, tmp_path / "c.json",
+                        show_progress=False)  # fmt: skip
+    kept = {e.name for e in cli.circuit_edges()}
+    assert 0 < len(kept) < len(cli.edges) and len(kept) != 100
+    assert {e.name for e in stored.circuit_edges()} == kept

@@ -202,6 +202,23 @@ def _versions() -> dict[str, str | None]:
     }
 
 
+DEFAULT_TOP_K = 100
+
+
+def default_selection(result: ScoreResult, graph: ComputationalGraph) -> Selection | torch.Tensor:
+    """The edges a run keeps when its caller names no selection.
+
+    The method's own circuit where it returns one (``extra["circuit_mask"]``: ACDC's kept
+    edges, mask pruning's learned masks), otherwise the ``DEFAULT_TOP_K`` highest-|score|
+    edges. The CLI and the worker both use it, so a ``discover`` run and a queued job of the
+    same method keep the same edges.
+    """
+    own = result.extra.get("circuit_mask")
+    if own is not None:
+        return torch.as_tensor(own).bool().cpu()
+    return Selection("top_k", min(DEFAULT_TOP_K, graph.n_edges))
+
+
 def to_document(
     result: ScoreResult,
     graph: ComputationalGraph,

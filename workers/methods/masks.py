@@ -221,9 +221,10 @@ def mask_pruning(
                 progress((step + 1) / config.steps, f"mask pruning: step {step + 1}/{config.steps}")
     learned = logits.detach().cpu()
     circuit = deterministic_mask(learned)
-    circuit_metric, clean_metric = (float(v) for v in engine.evaluate_circuits(
-        torch.stack([circuit, torch.ones_like(circuit)])
+    circuit_metric, clean_metric, ablated_metric = (float(v) for v in engine.evaluate_circuits(
+        torch.stack([circuit, torch.ones_like(circuit), torch.zeros_like(circuit)])
     ))  # fmt: skip
+    recovered = _recovered_fraction(circuit_metric, clean_metric, ablated_metric)
     return ScoreResult(
         edge_scores=torch.sigmoid(learned),
         method=MaskPruningConfig.method_name,
@@ -233,6 +234,7 @@ def mask_pruning(
         seconds=time.perf_counter() - started,
         extra={
             "mask_logits": learned.tolist(),
+            "circuit_mask": circuit.bool(),
             "circuit_edges": int(circuit.sum()),
             "achieved_sparsity": 1.0 - float(circuit.float().mean()),
             "target_sparsity": (
@@ -240,12 +242,43 @@ def mask_pruning(
             ),
             "circuit_metric": circuit_metric,
             "clean_metric": clean_metric,
+            "ablated_metric": ablated_metric,
+            "recovered_fraction": recovered,
+            "warnings": _unfaithful_warning(recovered, circuit_metric, clean_metric),
             "temperature": config.effective_temperature,
             "lr": config.effective_lr,
             "history": history,
             "corruption": task.corruption,
         },
     )
+
+
+# Below this share of the clean-vs-ablated gap the learned circuit is reported as unfaithful.
+UNFAITHFUL_BELOW = 0.5
+
+
+def _recovered_fraction(circuit: float, clean: float, ablated: float) -> float | None:
+    """How much of the clean-vs-ablated metric gap the circuit keeps (None: no gap)."""
+    gap = clean - ablated
+    return None if abs(gap) <= 1e-9 else (circuit - ablated) / gap
+
+
+def _unfaithful_warning(recovered: float | None, circuit: float, clean: float) -> list[str]:
+    """Say so when the masks ended on a circuit that does not do the task.
+
+    Mask pruning follows the gradient of the masked model's output; where that output jumps
+    with a small change of an edge (tracr's discretising MLPs: on ``count_less_freq``,
+    patching 2% of ``input->m0`` sends the normalised metric from 1 to 0) the gradient is
+    zero almost everywhere, the sparsity term wins, and the circuit is empty of meaning.
+    """
+    if recovered is None or recovered >= UNFAITHFUL_BELOW:
+        return []
+    return [
+        f"mask pruning's circuit keeps {recovered:.0%} of the clean-vs-ablated metric gap "
+        f"(metric {circuit:.4g} vs clean {clean:.4g}): the masks found no faithful circuit. "
+        "A model whose output jumps with small edge changes gives them no gradient; "
+        "ACDC or EAP-IG do not need one"
+    ]
 
 
 @dataclass(frozen=True)

@@ -123,7 +123,7 @@ class JobExecutor:
         """Run a discovery method and store the circuit; returns its id and size."""
         import torch
 
-        from circuitreg.workers.methods.base import to_document
+        from circuitreg.workers.methods.base import default_selection, to_document
         from circuitreg.workers.methods.registry import default_registry
 
         spec = job.spec
@@ -143,7 +143,7 @@ class JobExecutor:
         doc = to_document(
             result,
             graph,
-            selection,
+            selection if selection is not None else default_selection(result, graph),
             loaded.ref,
             task,
             seed=seed,
@@ -207,7 +207,7 @@ def _selection(raw: Any) -> Any:
     from circuitreg.workers.methods.selection import Selection
 
     if raw is None:
-        return Selection()
+        return None  # the method's own circuit, or its top edges (``default_selection``)
     if not isinstance(raw, dict):
         raise JobSpecError(f"params.selection must be an object, got {raw!r}")
     unknown = sorted(set(raw) - {"mode", "value", "prune_dangling"})
