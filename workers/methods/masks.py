@@ -26,7 +26,10 @@ Scores. The learned logits are monotone in the keep probability; the shared sele
 by ``|score|``, so the scores reported are ``sigmoid(logit)`` (ranking and top-k identical to
 the logits', never negative) and the raw logits are in ``extra["mask_logits"]``. An edge is
 in the learned circuit when its logit is positive, i.e. its score exceeds 0.5: the selection
-``threshold 0.5`` returns it, and ``extra`` records its size, sparsity and metric.
+``threshold 0.5`` returns it, and ``extra`` records it (``circuit_mask``, the selection a run
+uses when none is named), its size, sparsity and metric, and a warning when it keeps less than
+half of the clean-vs-ablated metric gap (a relaxation the model gives no gradient: see
+``_unfaithful_warning``).
 """
 
 from __future__ import annotations
