@@ -171,7 +171,10 @@ def measure_acdc(
     loaded = load_model(model_spec, device)
     task = build_task(task_spec, context=TaskContext.from_loaded(loaded))
     graph = ComputationalGraph.from_model(loaded.bridge)
-    config = ACDCConfig(ablation="resample", metric="logit_diff", set_batch=set_batch)
+    # The recovery bench's ACDC settings: with logit_diff and an absolute tau, a program
+    # whose output is a value (frac_prevs) shows no mean effect under resampling and ACDC
+    # keeps nothing, which times nothing useful.
+    config = ACDCConfig(ablation="resample", metric="kl", relative_tau=True, set_batch=set_batch)
     acdc(loaded.bridge, task, graph, config)  # warm-up
     start = time.perf_counter()
     batched = acdc(loaded.bridge, task, graph, config)
@@ -336,7 +339,8 @@ def main() -> None:
         "",
         "## ACDC end to end: batched engine vs one hooked forward per measured edge",
         "",
-        "Resample ablation from each task's corrupted prompts, logit difference, tau 0.01. "
+        "Resample ablation from each task's corrupted prompts, KL metric, tau 0.01 of the full "
+        "effect (`relative_tau`, as in the recovery bench). "
         "The hooked run is the same `acdc` function with `HookedEdgePatcher` in place of the "
         "engine (one set per pass), so it measures one edge per forward. *same circuit*: "
         "both keep exactly the same edges.",

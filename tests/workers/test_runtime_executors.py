@@ -140,3 +140,20 @@ def test_runtime_job_without_a_selection_keeps_what_discover_keeps(
     kept = {e.name for e in cli.circuit_edges()}
     assert 0 < len(kept) < len(cli.edges) and len(kept) != 100
     assert {e.name for e in stored.circuit_edges()} == kept
+
+
+def test_runtime_job_result_carries_the_methods_warnings(
+    setup: tuple[JobQueue, JobExecutor, Path],
+) -> None:
+    """Masks driven to nothing keep none of the metric: the job says so, not only the log."""
+    queue, executor, checkpoint = setup
+    params = {"sparsity_control": "lambda", "sparsity_lambda": 1e3, "steps": 5, "lr": 5.0}
+    job = queue.enqueue(JobSpec(kind="discovery", model=str(checkpoint),
+                                task="induction:seq_len=6,n=16", method="mask_pruning",
+                                params=params))  # fmt: skip
+    run_all(queue, executor)
+    done = queue.get(job.id)
+    assert done is not None and done.status == "succeeded", done and done.error
+    assert done.result is not None and done.result["n_edges"] == 0
+    [warning] = done.result["warnings"]
+    assert "found no faithful circuit" in warning

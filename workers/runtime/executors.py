@@ -160,6 +160,7 @@ class JobExecutor:
             "circuit_id": circuit_id,
             "n_edges": len(doc.circuit_edges()),
             "n_components": len(doc.circuit_components()),
+            "warnings": list(result.extra.get("warnings", [])),  # e.g. an unfaithful circuit
         }
 
     # ------------------------------------------------------------------ validation
