@@ -271,8 +271,9 @@ def _unfaithful_warning(recovered: float | None, circuit: float, clean: float) -
 
     Mask pruning follows the gradient of the masked model's output; where that output jumps
     with a small change of an edge (tracr's discretising MLPs: on ``count_less_freq``,
-    patching 2% of ``input->m0`` sends the normalised metric from 1 to 0) the gradient is
-    zero almost everywhere, the sparsity term wins, and the circuit is empty of meaning.
+    patching 2% of ``input->m0`` moves logit_diff from its clean value 1 to its fully ablated
+    value 0) the gradient is zero almost everywhere, the sparsity term wins, and the circuit
+    does not do the task.
     """
     if recovered is None or recovered >= UNFAITHFUL_BELOW:
         return []
