@@ -60,7 +60,7 @@ def run_discovery(
     from tqdm import tqdm
 
     from circuitreg.workers.graph import ComputationalGraph
-    from circuitreg.workers.methods.base import default_selection, to_document
+    from circuitreg.workers.methods.base import to_document
     from circuitreg.workers.methods.registry import default_registry
     from circuitreg.workers.models import load_model
     from circuitreg.workers.tasks.base import TaskContext
@@ -86,7 +86,7 @@ def run_discovery(
     document = to_document(
         result,
         graph,
-        selection if selection is not None else default_selection(result, graph),
+        selection,
         loaded.ref,
         task,
         seed=seed,

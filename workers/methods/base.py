@@ -222,7 +222,7 @@ def default_selection(result: ScoreResult, graph: ComputationalGraph) -> Selecti
 def to_document(
     result: ScoreResult,
     graph: ComputationalGraph,
-    selection: Selection | torch.Tensor,
+    selection: Selection | torch.Tensor | None,
     model_ref: ModelRef,
     task: TaskData | TaskRef,
     *,
@@ -233,11 +233,13 @@ def to_document(
 ) -> CircuitDocument:
     """The interchange document: every edge with its score and ``in_circuit`` flag.
 
-    ``selection`` is a ``Selection`` (applied to the scores) or a boolean ``[n_edges]`` mask
-    already chosen (ACDC's kept edges). The task's corruption, the versions of TransformerLens
-    and torch, and the selection are recorded.
+    ``selection`` is a ``Selection`` (applied to the scores), a boolean ``[n_edges]`` mask
+    already chosen (ACDC's kept edges), or None for ``default_selection``. The task's
+    corruption, the versions of TransformerLens and torch, and the selection are recorded.
     """
     graph.check_edge_vector(result.edge_scores)
+    if selection is None:
+        selection = default_selection(result, graph)
     if (model_ref.n_layers, model_ref.n_heads) != (graph.n_layers, graph.n_heads):
         raise ConfigError(
             f"model {model_ref.name!r} is {model_ref.n_layers}x{model_ref.n_heads} but the graph "

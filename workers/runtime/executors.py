@@ -123,7 +123,7 @@ class JobExecutor:
         """Run a discovery method and store the circuit; returns its id and size."""
         import torch
 
-        from circuitreg.workers.methods.base import default_selection, to_document
+        from circuitreg.workers.methods.base import to_document
         from circuitreg.workers.methods.registry import default_registry
 
         spec = job.spec
@@ -143,7 +143,7 @@ class JobExecutor:
         doc = to_document(
             result,
             graph,
-            selection if selection is not None else default_selection(result, graph),
+            selection,
             loaded.ref,
             task,
             seed=seed,
