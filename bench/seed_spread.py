@@ -41,6 +41,8 @@ def main() -> None:
     parser.add_argument("--mask-steps", type=int, default=300)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    if args.seeds < 1:
+        parser.error("--seeds must be at least 1")
     torch.set_num_threads(args.threads)
     program = args.program if args.program in COMMITTED else f"{UNSEEN_FILE}:make_{args.program}"
     loaded = load_model(f"tracr:{program}", "cpu")
@@ -56,6 +58,7 @@ def main() -> None:
             spec = f"tracr:program={program},n={args.n},seed={seed},balance={balance}"
             task = build_task(spec, context=context)
             truth, _ = tracr_truth(loaded, task, "")
+            n_true = len(truth)  # the same for every seed: one length, one program
             start = time.perf_counter()
             rec, result = recover(args.method, loaded.bridge, task, truth, params)
             metric = result.extra.get("circuit_metric", result.extra.get("final_metric", ""))
@@ -78,7 +81,7 @@ def main() -> None:
         f"{args.method} --seeds {args.seeds} --n {args.n} --ablation {args.ablation}`, "
         f"{dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}, torch {torch.__version__}.",
         "",
-        f"{len(tracr_truth(loaded, task, '')[0])} true edges; {args.ablation} ablation; the "
+        f"{n_true} true edges; {args.ablation} ablation; the "
         "recovery bench's settings. *circuit metric*: the metric of the method's own circuit "
         "as the method reports it (mask pruning: the task metric, 1.0 for the clean model; "
         "ACDC: its own metric, KL to the clean outputs, 0 when identical).",

@@ -1,7 +1,7 @@
 """The two computations of a block, on stacked per-receiver inputs, and position gathering.
 
 Kept apart from the residual-stream bookkeeping in ``forward.py``: these are the only places
-that apply a layer's weights, so they are what the engine's exactness check tests.
+that apply a block's weights (the embedding and unembedding stay in ``forward.py``).
 """
 
 from __future__ import annotations

@@ -14,7 +14,9 @@ edge attribution scores. The S sets are stacked in front of the batch, so one pa
 them all. Each reader sees a prefix of the writers (they are in topological order), so a
 layer's receivers take one ``einsum`` per earlier writer group. Layers whose receivers every
 set patches alike (ACDC's candidates differ only late in the model) are computed once for
-all sets, and the stream is widened where the sets first differ.
+all sets, and the stream is widened where the sets first differ. The last layer runs its
+queries, its MLP and the logits at the read positions only (nothing after it mixes
+positions); its keys and values still see every position.
 """
 
 from __future__ import annotations

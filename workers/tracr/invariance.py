@@ -53,9 +53,9 @@ def dead_edges(fixture: TracrFixture, edges: list[str], length: int | None = Non
     effect = torch.zeros(len(edges))
     scale = 0.0
     with torch.no_grad():
-        for length, prompts in by_length.items():
+        for size, prompts in by_length.items():
             tokens = torch.stack(prompts)
-            defined = fixture.defined_positions(length)
+            defined = fixture.defined_positions(size)
             if not defined:
                 continue
             positions = torch.tensor(defined).expand(tokens.shape[0], -1)
