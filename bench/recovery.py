@@ -121,7 +121,8 @@ def method_params(method: str, mask_steps: int, ablation: str) -> dict[str, Any]
     if method == "mask_pruning":
         # Fixed-lambda sparsity lets the circuit's size emerge from the data; the default
         # Lagrangian imposes 95% sparsity, i.e. a circuit size the recovery must not be told.
-        # Its learning rate is that mode's default (0.03, ``MaskPruningConfig.effective_lr``).
+        # Its parameterisation, learning rate and samples are the defaults, resolved by the
+        # graph's size (``MaskPruningConfig.resolve``; ``extra["resolved"]`` records them).
         params |= {"steps": mask_steps, "sparsity_control": "lambda"}
     return params
 

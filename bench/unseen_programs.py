@@ -66,6 +66,21 @@ def make_detect_ab() -> dict[str, Any]:
     return {"program": program, "vocab": {"a", "b", "c"}, "max_seq_len": 5, "causal": True}
 
 
+# Added after the score function's learning rate (0.2) was chosen on every program above.
+
+
+def make_hist_wide() -> dict[str, Any]:
+    """How often each token occurs, over four token kinds and six positions."""
+    return {"program": lib.make_hist(), "vocab": {"a", "b", "c", "d"}, "max_seq_len": 6}
+
+
+def make_same_as_two_back() -> dict[str, Any]:
+    """Whether each token repeats the one two places back (undefined at the first two)."""
+    back = lib.shift_by(2, rasp.tokens)
+    program = rasp.categorical(rasp.SequenceMap(lambda x, y: x == y, rasp.tokens, back))
+    return {"program": program, "vocab": {"a", "b", "c"}, "max_seq_len": 6, "causal": True}
+
+
 UNSEEN = (
     "make_hist",
     "make_count_a",
@@ -76,4 +91,40 @@ UNSEEN = (
     "make_shuffle_dyck2",
     "make_shift_by_one",
     "make_detect_ab",
+    "make_detect_abc",
+    "make_count_less_freq_3",
+    "make_same_as_previous",
+    "make_shift_by_two",
+    "make_hist_wide",
+    "make_same_as_two_back",
 )
+
+
+# Added after mask pruning's ``auto`` choice (score function up to 256 edges) was made on
+# the programs above, so they are unseen by it: variants of the library's programs with
+# other sizes, and one composed here.
+
+
+def make_detect_abc() -> dict[str, Any]:
+    """Whether the pattern "abc" ends at each position (undefined at the first two)."""
+    program = lib.detect_pattern(rasp.tokens, "abc")
+    return {"program": program, "vocab": {"a", "b", "c"}, "max_seq_len": 5, "causal": True}
+
+
+def make_count_less_freq_3() -> dict[str, Any]:
+    """How many tokens occur at most three times, over four token kinds."""
+    program = lib.make_count_less_freq(3)
+    return {"program": program, "vocab": {"a", "b", "c", "d"}, "max_seq_len": 5}
+
+
+def make_same_as_previous() -> dict[str, Any]:
+    """Whether each token repeats the one before it (undefined at the first)."""
+    previous = lib.shift_by(1, rasp.tokens)
+    program = rasp.categorical(rasp.SequenceMap(lambda x, y: x == y, rasp.tokens, previous))
+    return {"program": program, "vocab": {"a", "b", "c"}, "max_seq_len": 5, "causal": True}
+
+
+def make_shift_by_two() -> dict[str, Any]:
+    """The token two places back (undefined at the first two)."""
+    program = lib.shift_by(2, rasp.tokens)
+    return {"program": program, "vocab": {"a", "b", "c", "d"}, "max_seq_len": 6, "causal": True}

@@ -9,6 +9,7 @@ from transformer_lens.model_bridge import TransformerBridge
 from circuitreg.workers.graph import ComputationalGraph
 from circuitreg.workers.methods.base import ConfigError, ScoreResult
 from circuitreg.workers.methods.masks import MaskPruningConfig, mask_pruning
+from circuitreg.workers.methods.masks_config import AUTO_SCORE_FUNCTION_MAX_EDGES
 from circuitreg.workers.methods.registry import default_registry
 from circuitreg.workers.methods.selection import Selection, select_edges
 from circuitreg.workers.tasks.base import TaskData
@@ -103,7 +104,7 @@ def _learned(result: ScoreResult, graph: ComputationalGraph) -> set[str]:
     return {graph.edges[i] for i, logit in enumerate(result.extra["mask_logits"]) if logit > 0}
 
 
-@pytest.mark.parametrize("parameterisation", ["hard_concrete", "gumbel_sigmoid"])
+@pytest.mark.parametrize("parameterisation", ["hard_concrete", "gumbel_sigmoid", "bernoulli_score"])
 def test_mask_pruning_recovers_the_planted_path_at_the_target_sparsity(
     parameterisation: str,
 ) -> None:
@@ -141,11 +142,17 @@ def test_mask_pruning_recovers_the_planted_path_at_the_target_sparsity(
     assert all(p.grad is None for p in model.parameters())
 
 
-def test_fixed_lambda_and_kl_objective_prune_edges_that_do_nothing() -> None:
+@pytest.mark.parametrize("parameterisation", ["auto", "hard_concrete"])
+def test_fixed_lambda_and_kl_objective_prune_edges_that_do_nothing(parameterisation: str) -> None:
     model, task = planted_model(), planted_task()
     graph = ComputationalGraph.from_model(model)
     config = MaskPruningConfig(
-        sparsity_control="lambda", sparsity_lambda=0.5, objective="kl", steps=120, lr=0.1
+        parameterisation=parameterisation,  # type: ignore[arg-type]
+        sparsity_control="lambda",
+        sparsity_lambda=0.5,
+        objective="kl",
+        steps=120,
+        lr=0.1,
     )
     result = mask_pruning(model, task, graph, config)
     learned = _learned(result, graph)
@@ -189,14 +196,71 @@ def test_config_round_trips_and_refuses_bad_values() -> None:
         MaskPruningConfig(steps=0)
 
 
-def test_learning_rate_defaults_follow_the_sparsity_control() -> None:
-    assert MaskPruningConfig().effective_lr == 0.1
-    assert MaskPruningConfig(sparsity_control="lambda").effective_lr == 0.03
-    assert MaskPruningConfig(sparsity_control="lambda", lr=0.2).effective_lr == 0.2
+def test_resolve_fills_the_defaults_each_parameterisation_needs() -> None:
+    auto = MaskPruningConfig()
+    small, large = (
+        auto.resolve(AUTO_SCORE_FUNCTION_MAX_EDGES),
+        auto.resolve(AUTO_SCORE_FUNCTION_MAX_EDGES + 1),
+    )
+    assert (small.parameterisation, small.lr, small.mask_samples, small.temperature) == (
+        "bernoulli_score", 0.2, 32, None,
+    )  # fmt: skip
+    assert (large.parameterisation, large.lr, large.mask_samples, large.temperature) == (
+        "hard_concrete", 0.1, 8, pytest.approx(2 / 3),
+    )  # fmt: skip
+    lam = MaskPruningConfig(sparsity_control="lambda", parameterisation="gumbel_sigmoid")
+    assert (lam.resolve(10).lr, lam.resolve(10).temperature) == (0.03, 1.0)
+    assert MaskPruningConfig(sparsity_control="lambda").resolve(10).lr == 0.2  # score function
+    assert MaskPruningConfig(sparsity_control="lambda", lr=0.2).resolve(10_000).lr == 0.2
     config = MaskPruningConfig(sparsity_control="lambda")
-    assert MaskPruningConfig.from_dict(config.to_dict()).effective_lr == 0.03
+    assert MaskPruningConfig.from_dict(config.to_dict()) == config
     with pytest.raises(ConfigError, match="lr"):
         MaskPruningConfig(lr=0.0)
+    with pytest.raises(ConfigError, match="no temperature"):
+        MaskPruningConfig(parameterisation="bernoulli_score", temperature=1.0)
+    with pytest.raises(ConfigError, match="mask_samples >= 2"):
+        MaskPruningConfig(parameterisation="bernoulli_score", mask_samples=1)
+    with pytest.raises(ConfigError, match="auto chose bernoulli_score for 10 edges"):
+        MaskPruningConfig(temperature=0.5).resolve(10)
+    assert MaskPruningConfig(temperature=0.5).resolve(10_000).temperature == 0.5
+
+
+def _answer_kept(
+    logits: torch.Tensor, task: TaskData, clean_logprobs: torch.Tensor
+) -> torch.Tensor:
+    """1 where the answer's logit beats the distractor's by at least 0.9 of the clean margin.
+
+    A step function of the logits: flat almost everywhere, so a relaxation's gradient through
+    it is zero, as through tracr's discretising MLPs.
+    """
+    last = logits[..., -1, :]
+    answer = last.gather(-1, task.answers[:, :1].expand(*last.shape[:-1], 1)).squeeze(-1)
+    other = last.gather(-1, task.distractors[:, :1].expand(*last.shape[:-1], 1)).squeeze(-1)
+    clean = clean_logprobs[..., -1, :]
+    margin = clean.gather(-1, task.answers[:, :1]) - clean.gather(-1, task.distractors[:, :1])
+    return (answer - other >= 0.9 * margin.squeeze(-1)).float()
+
+
+def test_the_score_function_learns_a_step_a_relaxation_cannot() -> None:
+    model, task = planted_model(), planted_task()
+    graph = ComputationalGraph.from_model(model)
+
+    def run(kind: str) -> ScoreResult:
+        config = MaskPruningConfig(
+            parameterisation=kind,  # type: ignore[arg-type]
+            metric=_answer_kept,
+            sparsity_control="lambda",
+            lr=0.1,
+            steps=150,
+        )
+        return mask_pruning(model, task, graph, config)
+
+    score, relaxed = run("bernoulli_score"), run("hard_concrete")
+    assert _learned(score, graph) >= PLANTED and score.extra["warnings"] == []
+    assert score.extra["recovered_fraction"] == pytest.approx(1.0)
+    assert not _learned(relaxed, graph) >= PLANTED
+    assert relaxed.extra["warnings"], "the relaxation's circuit should be reported unfaithful"
+    assert score.extra["resolved"]["mask_samples"] == 32 and score.n_backward == 150
 
 
 def test_mask_pruning_is_registered() -> None:

@@ -1,4 +1,5 @@
-"""The two mask distributions: support, expected density and the straight-through gradient."""
+"""The mask distributions: support, expected density, the straight-through gradient and the
+score-function estimate."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import pytest
 import torch
 
 from circuitreg.workers.methods.masks_param import (
+    BernoulliScoreFunction,
     GumbelSigmoidSTE,
     HardConcrete,
     deterministic_mask,
@@ -47,10 +49,31 @@ def test_gumbel_sigmoid_is_hard_forward_and_relaxed_backward() -> None:
     torch.testing.assert_close(logits.grad, relaxed_logits.grad)
 
 
+def test_the_score_function_estimates_the_gradient_of_a_loss_with_no_derivative() -> None:
+    """A loss that counts how many masks are on, weighted, through a step: the relaxations'
+    derivative is 0 everywhere, its expectation's gradient is ``w * p * (1 - p)``."""
+    dist = BernoulliScoreFunction()
+    weights = torch.linspace(-1, 1, 5)
+    logits = LOGITS.clone().requires_grad_(True)
+    torch.manual_seed(0)
+    masks = dist.sample(logits, 40_000)
+    assert set(masks.unique().tolist()) == {0.0, 1.0} and not masks.requires_grad
+    torch.testing.assert_close(masks.mean(0), dist.expected_density(LOGITS), atol=0.01, rtol=0)
+    losses = ((masks > 0.5).float() * weights).sum(-1)
+    dist.surrogate(logits, masks, losses).backward()
+    p = torch.sigmoid(LOGITS)
+    assert logits.grad is not None
+    torch.testing.assert_close(logits.grad, weights * p * (1 - p), atol=0.01, rtol=0)
+    with pytest.raises(ValueError, match="n_samples >= 2"):
+        dist.sample(LOGITS, 1)
+
+
 def test_deterministic_mask_and_bad_settings() -> None:
     assert deterministic_mask(LOGITS).tolist() == [False, False, False, True, True]
     with pytest.raises(ValueError, match="parameterisation"):
         make_distribution("bernoulli", 1.0)
+    with pytest.raises(ValueError, match="no temperature"):
+        make_distribution("bernoulli_score", 1.0)
     with pytest.raises(ValueError, match="temperature"):
         make_distribution("hard_concrete", -1.0)
     with pytest.raises(ValueError, match="n_samples"):

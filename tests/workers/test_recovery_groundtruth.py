@@ -5,8 +5,10 @@ Measured (bench/recovery.py): with the tasks' own resample corruption no method 
 value in clean and corrupted prompts, so resampling cannot see them); those bars are not
 asserted. With zero ablation ACDC, EAP-IG and mask pruning (fixed-lambda sparsity, so that
 the circuit's size is not imposed) recover frac_prevs and the toy, ACDC and EAP-IG reverse on
-length-4 prompts; those are asserted. Mask pruning recovers reverse with its fixed-lambda
-learning rate (0.03); at 0.1 it loses the length computation (``effective_lr`` says why).
+length-4 prompts; those are asserted. Mask pruning runs with its default parameterisation
+(``auto``: the score function on these small graphs) and, on reverse, with hard-concrete too,
+at its fixed-lambda learning rate (0.03; at 0.1 it loses the length computation:
+``MaskPruningConfig.resolve`` says why).
 """
 
 from __future__ import annotations
@@ -94,14 +96,16 @@ def test_reverse_length_edges_are_seen_only_on_shorter_prompts() -> None:
     assert full.roc_auc < 0.95 <= short.roc_auc, (full, short)
 
 
-@pytest.mark.parametrize("method", ["acdc", "mask_pruning"])
+@pytest.mark.parametrize("method", ["acdc", "mask_pruning", "mask_pruning:hard_concrete"])
 def test_circuit_methods_recover_reverse_on_shorter_prompts(method: str) -> None:
     loaded = load_model("tracr:reverse", "cpu")
     truth = ground_truth_edges(loaded.info["fixture"])
     task = tracr_task("reverse", n=32, length=4)
     params: dict[str, object] = dict(ZERO)
+    method, _, parameterisation = method.partition(":")
     if method == "mask_pruning":
         params |= {"steps": 300, "sparsity_control": "lambda"}
+        params |= {"parameterisation": parameterisation} if parameterisation else {}
     recovery, _ = recover(method, loaded.bridge, task, truth, params)
     assert recovery.roc_auc >= 0.95 and recovery.recall == 1.0, recovery
 

@@ -1,12 +1,19 @@
 """Differentiable mask pruning: learn which edges to keep with an L0 penalty.
 
-Every edge gets a learnable logit. Each step samples masks from a stochastic relaxation of
-Bernoulli gates (hard-concrete as in Edge Pruning, Bhaskar et al. 2024, or Gumbel-sigmoid with
-a straight-through estimator as in DiscoGP, Yu et al. 2024; see ``masks_param``), runs the
+Every edge gets a learnable logit. Each step samples masks (see ``masks_param``), runs the
 intervention engine with each edge interpolated between its clean value (mask 1) and its
 ablated value (mask 0), and takes an Adam step on
 
     faithfulness loss + sparsity term
+
+The masks come from a stochastic relaxation of Bernoulli gates, differentiated through the
+model (hard-concrete as in Edge Pruning, Bhaskar et al. 2024, or Gumbel-sigmoid with a
+straight-through estimator as in DiscoGP, Yu et al. 2024), or are exact Bernoulli gates whose
+gradient is the score-function estimate (``bernoulli_score``), which needs no derivative of
+the model: where the model's output is a step function of a mask, as in tracr's
+discretising MLPs, a relaxation gets no gradient and loses the edge. ``auto`` (the default)
+takes the score function on small graphs, where its noise is low, and hard-concrete on large
+ones (``masks_config.AUTO_SCORE_FUNCTION_MAX_EDGES``).
 
 * faithfulness: ``objective="metric"`` keeps the task metric of the masked model at the clean
   model's value, per example (squared error, divided by the squared clean-vs-ablated gap so
@@ -28,27 +35,26 @@ the logits', never negative) and the raw logits are in ``extra["mask_logits"]``.
 in the learned circuit when its logit is positive, i.e. its score exceeds 0.5: the selection
 ``threshold 0.5`` returns it, and ``extra`` records it (``circuit_mask``, the selection a run
 uses when none is named), its size, sparsity and metric, and a warning when it keeps less than
-half of the clean-vs-ablated metric gap (a relaxation the model gives no gradient: see
-``_unfaithful_warning``).
+half of the clean-vs-ablated metric gap (see ``_unfaithful_warning``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from circuitreg.workers.engine import InterventionEngine, PreparedBatch
 from circuitreg.workers.graph import ComputationalGraph
-from circuitreg.workers.methods.base import ConfigError, MethodConfig, ProgressFn, ScoreResult
+from circuitreg.workers.methods.base import ConfigError, ProgressFn, ScoreResult
+from circuitreg.workers.methods.masks_config import MaskPruningConfig
 from circuitreg.workers.methods.masks_param import (
-    PARAMETERISATIONS,
-    Parameterisation,
+    BernoulliScoreFunction,
+    MaskDistribution,
     deterministic_mask,
     make_distribution,
 )
@@ -56,115 +62,6 @@ from circuitreg.workers.tasks.base import TaskData
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
-
-Objective = Literal["metric", "kl"]
-SparsityControl = Literal["target", "lambda"]
-DEFAULT_TEMPERATURE: dict[str, float] = {"hard_concrete": 2 / 3, "gumbel_sigmoid": 1.0}
-
-
-@dataclass(frozen=True)
-class MaskPruningConfig(MethodConfig):
-    """Options of differentiable mask pruning."""
-
-    method_name: ClassVar[str] = "mask_pruning"
-
-    parameterisation: Parameterisation = field(
-        default="hard_concrete",
-        metadata={"help": "hard_concrete (Edge Pruning) or gumbel_sigmoid (DiscoGP, STE)"},
-    )
-    sparsity_control: SparsityControl = field(
-        default="target",
-        metadata={"help": "target (Lagrangian towards target_sparsity) or lambda (fixed)"},
-    )
-    target_sparsity: float = field(
-        default=0.95, metadata={"help": "fraction of edges to remove (sparsity_control=target)"}
-    )
-    sparsity_lambda: float = field(
-        default=1.0, metadata={"help": "weight of the expected density (sparsity_control=lambda)"}
-    )
-    steps: int = field(default=300, metadata={"help": "optimisation steps"})
-    lr: float | None = field(
-        default=None,
-        metadata={
-            "help": "Adam learning rate of the mask logits; None: 0.1 (target), 0.03 (lambda)"
-        },
-    )
-    lagrangian_lr: float = field(
-        default=3.0, metadata={"help": "ascent rate of the sparsity multipliers"}
-    )
-    temperature: float | None = field(
-        default=None, metadata={"help": "relaxation temperature; None: 2/3 (hc) or 1 (gs)"}
-    )
-    init_logit: float = field(default=3.0, metadata={"help": "starting logit (keep ~all)"})
-    warmup: float = field(
-        default=0.3, metadata={"help": "fraction of steps over which the target ramps up"}
-    )
-    # Eight, not one: an edge read through a discretising MLP (tracr's categorical maps)
-    # gets a faithfulness gradient only from the samples that land on a step, so with one
-    # sample per step the sparsity term wins and such edges are lost; averaging eight
-    # (stacked in one engine pass) gave ROC AUC >= 0.98 on every case of bench/recovery.py
-    # with zero ablation, unseen tracr programs included (one: 0.69-0.83 on three of them).
-    mask_samples: int = field(
-        default=8, metadata={"help": "masks sampled per step (stacked in one pass)"}
-    )
-    objective: Objective = field(
-        default="metric", metadata={"help": "metric (keep the task metric) or kl (outputs)"}
-    )
-    seed: int = field(default=0, metadata={"help": "seed of the mask noise"})
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.parameterisation not in PARAMETERISATIONS:
-            raise ConfigError(
-                f"parameterisation {self.parameterisation!r} is not one of {PARAMETERISATIONS}"
-            )
-        if self.sparsity_control not in ("target", "lambda"):
-            raise ConfigError(f"sparsity_control {self.sparsity_control!r} is not target or lambda")
-        if not 0.0 <= self.target_sparsity < 1.0:
-            raise ConfigError(f"target_sparsity must be in [0, 1), got {self.target_sparsity}")
-        if not (self.sparsity_lambda >= 0 and math.isfinite(self.sparsity_lambda)):
-            raise ConfigError(f"sparsity_lambda must be >= 0, got {self.sparsity_lambda}")
-        for name in ("steps", "mask_samples"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("lr", "lagrangian_lr"):
-            value = getattr(self, name)
-            if value is None and name == "lr":
-                continue
-            if not (value > 0 and math.isfinite(value)):
-                raise ConfigError(f"{name} must be a positive number, got {value}")
-        if self.temperature is not None and not (
-            self.temperature > 0 and math.isfinite(self.temperature)
-        ):
-            raise ConfigError(f"temperature must be a positive number, got {self.temperature}")
-        if not 0.0 <= self.warmup <= 1.0:
-            raise ConfigError(f"warmup must be in [0, 1], got {self.warmup}")
-        if self.objective not in ("metric", "kl"):
-            raise ConfigError(f"objective {self.objective!r} is not metric or kl")
-
-    @property
-    def effective_lr(self) -> float:
-        """The learning rate used: the configured one or the sparsity control's default.
-
-        Adam moves every logit by about ``lr`` per step, whatever its gradient's size, so
-        ``lr`` bounds how fast the sparsity term drags down an edge whose faithfulness
-        gradient is zero most of the time: one read through a discretising MLP (tracr's
-        categorical maps) pushes back only when a sampled mask lands on a step. With a fixed
-        lambda nothing else hurries the logits, and 0.03 (300 steps) keeps such edges where
-        0.1 lost them (tracr ``reverse``'s length computation: ROC AUC 1.0 vs 0.899, and equal
-        or better on every other case of ``bench/recovery.py``). The Lagrangian must reach
-        its sparsity target within the steps, so it keeps 0.1.
-        """
-        if self.lr is not None:
-            return self.lr
-        return 0.1 if self.sparsity_control == "target" else 0.03
-
-    @property
-    def effective_temperature(self) -> float:
-        """The temperature used: the configured one or the parameterisation's default."""
-        if self.temperature is not None:
-            return self.temperature
-        return DEFAULT_TEMPERATURE[self.parameterisation]
 
 
 def mask_pruning(
@@ -178,26 +75,28 @@ def mask_pruning(
     if not isinstance(config, MaskPruningConfig):
         raise ConfigError(f"mask_pruning needs a MaskPruningConfig, not {config!r}")
     started = time.perf_counter()
+    given, config = config, config.resolve(graph.n_edges)
+    assert config.lr is not None and config.mask_samples is not None  # resolve fills them
     engine = InterventionEngine(
         model, graph, task, config.ablation, config.metric, config.batch_size,
         set_batch=config.mask_samples,
     )  # fmt: skip
     batches = list(engine.batches())
     references = [_reference(engine, batch) for batch in batches]
-    distribution = make_distribution(config.parameterisation, config.effective_temperature)
+    distribution = make_distribution(config.parameterisation, config.temperature)
     device = engine.device
     logits = torch.full((graph.n_edges,), config.init_logit, device=device, requires_grad=True)
     multipliers = torch.zeros(2, device=device, requires_grad=True)
-    optimiser = torch.optim.Adam([logits], lr=config.effective_lr)
+    optimiser = torch.optim.Adam([logits], lr=config.lr)
     ascent = torch.optim.SGD([multipliers], lr=config.lagrangian_lr, maximize=True)
     history: list[dict[str, float]] = []
     n_backward = 0
     with _frozen(model), _seeded(config.seed, device):
         for step in range(config.steps):
             index = step % len(batches)
-            keep = distribution.sample(logits, config.mask_samples)
-            out = engine.run(batches[index], 1.0 - keep)
-            faith = _faithfulness(engine, batches[index], out, references[index], config)
+            faith, faith_loss = _faithfulness_step(
+                engine, batches[index], references[index], config, distribution, logits
+            )
             density = distribution.expected_density(logits).mean()
             target = _target_density(config, step)
             if target is None:
@@ -207,7 +106,7 @@ def mask_pruning(
                 sparsity = multipliers[0] * excess + multipliers[1] * excess**2
             optimiser.zero_grad()
             ascent.zero_grad()
-            (faith + sparsity).backward()
+            (faith_loss + sparsity).backward()
             n_backward += 1
             optimiser.step()
             if target is not None:
@@ -231,7 +130,7 @@ def mask_pruning(
     return ScoreResult(
         edge_scores=torch.sigmoid(learned),
         method=MaskPruningConfig.method_name,
-        params=config.to_dict(),
+        params=given.to_dict(),
         n_forward=engine.n_forward,
         n_backward=n_backward,
         seconds=time.perf_counter() - started,
@@ -248,8 +147,7 @@ def mask_pruning(
             "ablated_metric": ablated_metric,
             "recovered_fraction": recovered,
             "warnings": _unfaithful_warning(recovered, circuit_metric, clean_metric),
-            "temperature": config.effective_temperature,
-            "lr": config.effective_lr,
+            "resolved": config.to_dict(),
             "history": history,
             "corruption": task.corruption,
         },
@@ -269,11 +167,12 @@ def _recovered_fraction(circuit: float, clean: float, ablated: float) -> float |
 def _unfaithful_warning(recovered: float | None, circuit: float, clean: float) -> list[str]:
     """Say so when the masks ended on a circuit that does not do the task.
 
-    Mask pruning follows the gradient of the masked model's output; where that output jumps
+    A relaxation follows the gradient of the masked model's output; where that output jumps
     with a small change of an edge (tracr's discretising MLPs: on ``count_less_freq``,
     patching 2% of ``input->m0`` moves logit_diff from its clean value 1 to its fully ablated
     value 0) the gradient is zero almost everywhere, the sparsity term wins, and the circuit
-    does not do the task.
+    does not do the task (hard-concrete's circuit kept 0% of the gap there at task seeds 0-2).
+    The score function can fall short too, from its noise on large graphs.
     """
     if recovered is None or recovered >= UNFAITHFUL_BELOW:
         return []
@@ -281,7 +180,7 @@ def _unfaithful_warning(recovered: float | None, circuit: float, clean: float) -
         f"mask pruning's circuit keeps {recovered:.0%} of the clean-vs-ablated metric gap "
         f"(metric {circuit:.4g} vs clean {clean:.4g}): the masks found no faithful circuit. "
         "A model whose output jumps with small edge changes gives them no gradient; "
-        "ACDC or EAP-IG do not need one"
+        "parameterisation=bernoulli_score, ACDC or EAP-IG do not need one"
     ]
 
 
@@ -302,6 +201,29 @@ def _reference(engine: InterventionEngine, batch: PreparedBatch) -> _Reference:
     return _Reference(clean_values=values[0], scale=gap.clamp_min(1e-8))
 
 
+def _faithfulness_step(
+    engine: InterventionEngine,
+    batch: PreparedBatch,
+    reference: _Reference,
+    config: MaskPruningConfig,
+    distribution: MaskDistribution,
+    mask_logits: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample masks, run them, and return (the mean loss, the term to differentiate).
+
+    For the relaxations the two are the same tensor (the gradient flows through the model);
+    for the score-function estimator the engine runs without a graph and the term is its
+    surrogate, whose gradient reaches the logits only through the masks' log-probabilities.
+    """
+    keep = distribution.sample(mask_logits, config.mask_samples or 1)
+    if not isinstance(distribution, BernoulliScoreFunction):
+        losses = _faithfulness(engine, batch, engine.run(batch, 1.0 - keep), reference, config)
+        return losses.mean(), losses.mean()
+    with torch.no_grad():
+        losses = _faithfulness(engine, batch, engine.run(batch, 1.0 - keep), reference, config)
+    return losses.mean(), distribution.surrogate(mask_logits, keep, losses)
+
+
 def _faithfulness(
     engine: InterventionEngine,
     batch: PreparedBatch,
@@ -309,12 +231,13 @@ def _faithfulness(
     reference: _Reference,
     config: MaskPruningConfig,
 ) -> torch.Tensor:
+    """``[S]`` losses, one per sampled mask: the mean over examples."""
     if config.objective == "kl":
         logprobs = torch.log_softmax(logits.float(), dim=-1)
         clean = batch.clean_logprobs.float()
-        return (clean.exp() * (clean - logprobs)).sum(-1).mean()
+        return (clean.exp() * (clean - logprobs)).sum(-1).flatten(1).mean(-1)
     values = engine.metric.per_example(logits, batch.task, batch.clean_logprobs)  # [S, N]
-    return ((values - reference.clean_values) ** 2).mean() / reference.scale
+    return ((values - reference.clean_values) ** 2).mean(-1) / reference.scale
 
 
 def _target_density(config: MaskPruningConfig, step: int) -> float | None:

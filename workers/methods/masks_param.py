@@ -23,10 +23,14 @@ import math
 from typing import Literal, Protocol
 
 import torch
-from torch.distributions import RelaxedBernoulli
+from torch.distributions import Bernoulli, RelaxedBernoulli
 
-Parameterisation = Literal["hard_concrete", "gumbel_sigmoid"]
-PARAMETERISATIONS: tuple[Parameterisation, ...] = ("hard_concrete", "gumbel_sigmoid")
+Parameterisation = Literal["hard_concrete", "gumbel_sigmoid", "bernoulli_score"]
+PARAMETERISATIONS: tuple[Parameterisation, ...] = (
+    "hard_concrete",
+    "gumbel_sigmoid",
+    "bernoulli_score",
+)
 
 # Stretch interval of the hard-concrete distribution, the values of Louizos et al. and of
 # the Edge Pruning code: wide enough that a logit of a few units already clamps to 0 or 1.
@@ -84,8 +88,54 @@ class GumbelSigmoidSTE:
         return torch.sigmoid(logits)
 
 
-def make_distribution(kind: str, temperature: float) -> MaskDistribution:
+class BernoulliScoreFunction:
+    """Exact Bernoulli masks whose gradient comes from the score function, not the model.
+
+    The two relaxations above differentiate the masked model's output with respect to the
+    mask values. Where that output is a step function of an edge's mask (tracr's
+    discretising MLPs: patching 2% of an edge already flips the answer), that derivative is
+    zero almost everywhere and the relaxations learn nothing about the edge. The score
+    function (REINFORCE, Williams 1992) needs only the loss of each sampled mask:
+    ``grad E[L] = E[(L - b) * grad log p(mask)]``, with ``b`` the mean loss of the *other*
+    samples of the step (the leave-one-out baseline of Kool et al. 2019, unbiased and
+    needing no extra forward). No backward pass runs through the model, so a step is one
+    engine forward; its variance grows with the number of edges, so it suits small graphs.
+    """
+
+    def sample(self, logits: torch.Tensor, n_samples: int) -> torch.Tensor:
+        """``[n_samples, E]`` exact 0/1 masks, ``P(1) = sigmoid(logit)``, no gradient."""
+        if n_samples < 2:
+            raise ValueError(f"the leave-one-out baseline needs n_samples >= 2, got {n_samples}")
+        probs = torch.sigmoid(logits.detach())
+        return torch.bernoulli(probs.expand(n_samples, *probs.shape))
+
+    def expected_density(self, logits: torch.Tensor) -> torch.Tensor:
+        """``P(mask = 1) = sigmoid(logit)``."""
+        return torch.sigmoid(logits)
+
+    def surrogate(
+        self, logits: torch.Tensor, masks: torch.Tensor, losses: torch.Tensor
+    ) -> torch.Tensor:
+        """A scalar whose gradient in ``logits`` estimates that of the mean of ``losses``.
+
+        ``masks`` is ``[S, E]`` (from ``sample``) and ``losses`` ``[S]``, one per mask.
+        """
+        losses = losses.detach()
+        baseline = (losses.sum() - losses) / (losses.numel() - 1)
+        log_prob = Bernoulli(logits=logits).log_prob(masks).sum(-1)  # [S]
+        return ((losses - baseline) * log_prob).mean()
+
+
+def make_distribution(
+    kind: str, temperature: float | None
+) -> HardConcrete | GumbelSigmoidSTE | BernoulliScoreFunction:
     """The distribution for a parameterisation name; ``ValueError`` names a bad one."""
+    if kind == "bernoulli_score":
+        if temperature is not None:
+            raise ValueError("bernoulli_score samples exact masks and takes no temperature")
+        return BernoulliScoreFunction()
+    if temperature is None:
+        raise ValueError(f"{kind} needs a temperature")
     if kind == "hard_concrete":
         return HardConcrete(temperature)
     if kind == "gumbel_sigmoid":
