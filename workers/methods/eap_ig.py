@@ -14,7 +14,14 @@ the same activation difference ``ablated_w - clean_w``:
   passes no gradient to its own inputs during its placement, exactly as there.
 
 With one step, ``activations`` is EAP (gradient at the clean run) and ``inputs`` takes the
-gradient at the ablated input, as EAP-IG's left Riemann sum does. Every evaluation is one
+gradient at the ablated input, as EAP-IG's left Riemann sum does.
+
+Like EAP, an edge's score is one dot product over the receiver's input dimensions, so parts of
+an edge that push in opposite directions cancel even when removing the whole edge matters. On
+tracr programs with zero ablation, ``input->m0`` carries the tokens and tracr's constant
+``one`` direction (its MLPs' bias); on ``same_as_previous`` (``bench/unseen_programs.py``)
+they contribute -0.656 and +0.656 and the edge scores exactly 0 though it is needed. Exact
+patching (ACDC, path patching, mask pruning) sees such edges. Every evaluation is one
 batched pass on the intervention engine; the gradient is read off the patch coefficients
 (fixed-delta mode, so ``d metric / d patch_e = delta_w . grad_r``).
 """
