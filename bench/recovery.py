@@ -122,7 +122,7 @@ def method_params(method: str, mask_steps: int, ablation: str) -> dict[str, Any]
         # Fixed-lambda sparsity lets the circuit's size emerge from the data; the default
         # Lagrangian imposes 95% sparsity, i.e. a circuit size the recovery must not be told.
         # Its parameterisation, learning rate and samples are the defaults, resolved by the
-        # graph's size (``MaskPruningConfig.resolve``; ``extra["resolved"]`` records them).
+        # graph's size (``MaskPruningConfig.resolve``; the result's params record them).
         params |= {"steps": mask_steps, "sparsity_control": "lambda"}
     return params
 

@@ -76,9 +76,10 @@ def run_discovery(
     with tqdm(total=1000, desc=method, disable=not show_progress, unit="‰") as bar:
 
         def progress(fraction: float, message: str) -> None:
-            bar.n = int(min(max(fraction, 0.0), 1.0) * 1000)
-            bar.set_postfix_str(message[:40])
-            bar.refresh()
+            # update() redraws at most every mininterval (0.1 s); an explicit refresh per
+            # call wrote hundreds of lines a second into a log when stderr is not a terminal.
+            bar.set_postfix_str(message[:40], refresh=False)
+            bar.update(int(min(max(fraction, 0.0), 1.0) * 1000) - bar.n)
 
         result = info.fn(loaded.bridge, task, graph, config, progress)
     for warning in result.extra.get("warnings", []):

@@ -58,9 +58,8 @@ def register(app: typer.Typer) -> None:
         with tqdm(total=100, desc="train toy", unit="%", leave=False) as bar:
 
             def progress(fraction: float, message: str) -> None:
-                bar.n = round(100 * fraction)
-                bar.set_postfix_str(message)
-                bar.refresh()
+                bar.set_postfix_str(message, refresh=False)  # update() redraws, rate-limited
+                bar.update(round(100 * fraction) - bar.n)
 
             if out is not None or force:
                 run = train_induction(config, progress=progress, out_dir=out)

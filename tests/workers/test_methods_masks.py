@@ -260,7 +260,11 @@ def test_the_score_function_learns_a_step_a_relaxation_cannot() -> None:
     assert score.extra["recovered_fraction"] == pytest.approx(1.0)
     assert not _learned(relaxed, graph) >= PLANTED
     assert relaxed.extra["warnings"], "the relaxation's circuit should be reported unfaithful"
-    assert score.extra["resolved"]["mask_samples"] == 32 and score.n_backward == 150
+    # The stored parameters are what ran (auto's choices filled in), and they rerun as given.
+    assert score.params["mask_samples"] == 32 and score.params["lr"] == 0.1
+    assert score.extra["requested"]["mask_samples"] is None and score.n_backward == 150
+    resolved = MaskPruningConfig.from_dict({**score.params, "metric": _answer_kept})
+    assert resolved.to_dict() == score.params
 
 
 def test_mask_pruning_is_registered() -> None:

@@ -130,7 +130,7 @@ def mask_pruning(
     return ScoreResult(
         edge_scores=torch.sigmoid(learned),
         method=MaskPruningConfig.method_name,
-        params=given.to_dict(),
+        params=config.to_dict(),  # what ran: rerunning with these reproduces it
         n_forward=engine.n_forward,
         n_backward=n_backward,
         seconds=time.perf_counter() - started,
@@ -147,7 +147,7 @@ def mask_pruning(
             "ablated_metric": ablated_metric,
             "recovered_fraction": recovered,
             "warnings": _unfaithful_warning(recovered, circuit_metric, clean_metric),
-            "resolved": config.to_dict(),
+            "requested": given.to_dict(),
             "history": history,
             "corruption": task.corruption,
         },

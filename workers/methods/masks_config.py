@@ -3,7 +3,8 @@
 Several defaults depend on the mask parameterisation, and the default parameterisation
 depends on the graph (``auto``), so a config may leave them ``None``; ``resolve(n_edges)``
 returns the config a run actually uses, with every such value filled in. A run records both:
-the options as given (``ScoreResult.params``) and the resolved ones (``extra["resolved"]``).
+the resolved options (``ScoreResult.params``, stored with the circuit, so rerunning with them
+reproduces the run) and the options as given (``extra["requested"]``).
 """
 
 from __future__ import annotations
