@@ -93,6 +93,21 @@ def test_zero_and_mean_ablations_give_different_scores(setup: Any) -> None:
     assert not torch.allclose(zero, mean)
 
 
+def test_ig_refuses_to_integrate_from_a_zero_input_into_a_normalised_model(setup: Any) -> None:
+    """The integral diverges there (the norm's gradient grows like 1/alpha near zero input);
+    the refusal names the way out. A model without a norm integrates from zero as usual."""
+    model, graph, task = setup
+    for variant in ("inputs", "activations"):
+        with pytest.raises(ConfigError, match=r"diverges.*resample or mean ablation"):
+            eap_ig(model, task, graph, EAPIGConfig(ablation="zero", variant=variant))
+    mean = eap_ig(model, task, graph, EAPIGConfig(ablation="mean")).edge_scores
+    assert mean.isfinite().all() and mean.abs().max() < 1.0
+    unnormed = TransformerBridge.boot_native({**CFG, "normalization_type": None})
+    graph = ComputationalGraph.from_model(unnormed)
+    zero = eap_ig(unnormed, task, graph, EAPIGConfig(ablation="zero")).edge_scores
+    assert zero.isfinite().all() and zero.abs().max() > 0
+
+
 def test_progress_is_reported(setup: Any) -> None:
     model, graph, task = setup
     seen: list[float] = []

@@ -13,6 +13,9 @@ the same activation difference ``ablated_w - clean_w``:
   ``EAP-IG-activations``); gradients are averaged over every group and step. A fixed group
   passes no gradient to its own inputs during its placement, exactly as there.
 
+With zero ablation on a model with normalisation the integral diverges at the zero input,
+and both variants refuse it (``_refuse_a_normalised_zero_input``).
+
 With one step, ``activations`` is EAP (gradient at the clean run) and ``inputs`` takes the
 gradient at the ablated input, as EAP-IG's left Riemann sum does.
 
@@ -21,9 +24,10 @@ an edge that push in opposite directions cancel even when removing the whole edg
 tracr programs with zero ablation, ``input->m0`` carries the tokens and tracr's constant
 ``one`` direction (its MLPs' bias); on ``same_as_previous`` (``bench/unseen_programs.py``)
 they contribute -0.656 and +0.656 and the edge scores exactly 0 though it is needed. Exact
-patching (ACDC, path patching, mask pruning) sees such edges. Every evaluation is one
-batched pass on the intervention engine; the gradient is read off the patch coefficients
-(fixed-delta mode, so ``d metric / d patch_e = delta_w . grad_r``).
+patching (ACDC, path patching, mask pruning) sees such edges.
+
+Every evaluation is one batched pass on the intervention engine; the gradient is read off the
+patch coefficients (fixed-delta mode, so ``d metric / d patch_e = delta_w . grad_r``).
 """
 
 from __future__ import annotations
@@ -72,6 +76,31 @@ def _writer_groups(graph: ComputationalGraph) -> list[tuple[int, int]]:
     return groups
 
 
+def _refuse_a_normalised_zero_input(model: Any, batches: list[PreparedBatch]) -> None:
+    """Refuse to integrate from an all-zero input into a model that normalises it.
+
+    With zero ablation both variants integrate the input's contribution from an all-zero
+    embedding. A norm makes the first layers (nearly) blind to the input's scale, so along
+    that path their gradients grow like ``1 / alpha`` and the integral diverges at its start.
+    On a random 2-layer LN model: the inputs variant's left Riemann sum, whose first point is
+    the zero input itself (the norm divides by ``sqrt(eps)``), gave edge scores up to 4.7e7
+    (EAP there: 0.089); a midpoint rule that skips that point gave scores that kept growing
+    with the steps (largest 0.11 at 5 steps, 0.33 at 64); the activations variant's edges out
+    of the input grew too (0.0001, 0.0017, 0.0061 at 5, 20, 64 steps). The scores would
+    depend on the step count, not the model, so the run is refused.
+    """
+    if getattr(model.cfg, "normalization_type", None) is None:
+        return
+    if all(torch.count_nonzero(batch.ablated[:, :, 0]) == 0 for batch in batches):
+        raise ConfigError(
+            "EAP-IG integrates the input from its ablated value, which is all zeros here (zero "
+            f"ablation), into a model that normalises it ({model.cfg.normalization_type}): near "
+            "zero the norm's gradient grows without bound and the integral diverges, so the "
+            "scores would depend on the number of steps. Use resample or mean ablation, or EAP "
+            "(one gradient at the clean run)"
+        )
+
+
 def _gradient(
     engine: InterventionEngine,
     batch: PreparedBatch,
@@ -98,6 +127,7 @@ def eap_ig(
         model, graph, task, config.ablation, config.metric, config.batch_size
     )
     batches = list(engine.batches())
+    _refuse_a_normalised_zero_input(model, batches)
     groups = _writer_groups(graph) if config.variant == "activations" else [(0, 1)]
     total_work = len(batches) * len(groups) * config.steps
     done = 0
