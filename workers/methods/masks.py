@@ -107,7 +107,8 @@ def mask_pruning(
             optimiser.zero_grad()
             ascent.zero_grad()
             (faith_loss + sparsity).backward()
-            n_backward += 1
+            # A backward pass through the model; the score function's reaches only the logits.
+            n_backward += not isinstance(distribution, BernoulliScoreFunction)
             optimiser.step()
             if target is not None:
                 ascent.step()
