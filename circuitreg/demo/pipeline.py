@@ -39,9 +39,9 @@ def _bar(desc: str, total: float = 1.0) -> tqdm:  # type: ignore[type-arg]
 
 def _progress(bar: tqdm) -> Any:  # type: ignore[type-arg]
     def update(fraction: float, message: str) -> None:
-        bar.n = round(min(max(fraction, 0.0), 1.0) * bar.total, 3)
-        bar.set_postfix_str(message[:40])
-        bar.refresh()
+        # update() redraws at most every mininterval; a refresh per call flooded logs.
+        bar.set_postfix_str(message[:40], refresh=False)
+        bar.update(round(min(max(fraction, 0.0), 1.0) * bar.total, 3) - bar.n)
 
     return update
 
