@@ -60,7 +60,7 @@ def test_the_score_function_estimates_the_gradient_of_a_loss_with_no_derivative(
     assert set(masks.unique().tolist()) == {0.0, 1.0} and not masks.requires_grad
     torch.testing.assert_close(masks.mean(0), dist.expected_density(LOGITS), atol=0.01, rtol=0)
     losses = ((masks > 0.5).float() * weights).sum(-1)
-    dist.surrogate(logits, masks, losses).backward()
+    dist.objective(logits, masks, losses).backward()
     p = torch.sigmoid(LOGITS)
     assert logits.grad is not None
     torch.testing.assert_close(logits.grad, weights * p * (1 - p), atol=0.01, rtol=0)

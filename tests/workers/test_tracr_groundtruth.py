@@ -19,6 +19,7 @@ from circuitreg.workers.tracr import (
     load_fixture,
 )
 from circuitreg.workers.tracr.compile import check_fixture
+from circuitreg.workers.tracr.fixture import TracrFixtureError
 
 PROGRAMS = ("reverse", "frac_prevs", "pair_balance")
 
@@ -164,3 +165,5 @@ def test_truth_for_one_input_length_drops_what_only_other_lengths_use() -> None:
     # input, so on those inputs no knock-out of it changes the output
     assert everywhere - full_length == {"input->a0.h0<v>", "a0.h0->m0"}
     assert set(ground_truth_edges(fixture, 4)) == everywhere
+    with pytest.raises(TracrFixtureError, match="no reference inputs of length 9"):
+        ground_truth_edges(fixture, 9)  # not an empty truth

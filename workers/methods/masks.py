@@ -52,12 +52,7 @@ from circuitreg.workers.engine import InterventionEngine, PreparedBatch
 from circuitreg.workers.graph import ComputationalGraph
 from circuitreg.workers.methods.base import ConfigError, ProgressFn, ScoreResult
 from circuitreg.workers.methods.masks_config import MaskPruningConfig
-from circuitreg.workers.methods.masks_param import (
-    BernoulliScoreFunction,
-    MaskDistribution,
-    deterministic_mask,
-    make_distribution,
-)
+from circuitreg.workers.methods.masks_param import deterministic_mask, make_distribution
 from circuitreg.workers.tasks.base import TaskData
 
 if TYPE_CHECKING:
@@ -94,9 +89,12 @@ def mask_pruning(
     with _frozen(model), _seeded(config.seed, device):
         for step in range(config.steps):
             index = step % len(batches)
-            faith, faith_loss = _faithfulness_step(
-                engine, batches[index], references[index], config, distribution, logits
-            )
+            keep = distribution.sample(logits, config.mask_samples)
+            # The score function needs each mask's loss, not its derivative: no graph.
+            with torch.set_grad_enabled(distribution.through_model):
+                out = engine.run(batches[index], 1.0 - keep)
+                losses = _faithfulness(engine, batches[index], out, references[index], config)
+            faith = losses.mean()
             density = distribution.expected_density(logits).mean()
             target = _target_density(config, step)
             if target is None:
@@ -106,9 +104,9 @@ def mask_pruning(
                 sparsity = multipliers[0] * excess + multipliers[1] * excess**2
             optimiser.zero_grad()
             ascent.zero_grad()
-            (faith_loss + sparsity).backward()
-            # A backward pass through the model; the score function's reaches only the logits.
-            n_backward += not isinstance(distribution, BernoulliScoreFunction)
+            (distribution.objective(logits, keep, losses) + sparsity).backward()
+            # Backward passes through the model; the score function's reaches only the logits.
+            n_backward += distribution.through_model
             optimiser.step()
             if target is not None:
                 ascent.step()
@@ -147,7 +145,9 @@ def mask_pruning(
             "clean_metric": clean_metric,
             "ablated_metric": ablated_metric,
             "recovered_fraction": recovered,
-            "warnings": _unfaithful_warning(recovered, circuit_metric, clean_metric),
+            "warnings": _unfaithful_warning(
+                recovered, circuit_metric, clean_metric, distribution.through_model
+            ),
             "requested": given.to_dict(),
             "history": history,
             "corruption": task.corruption,
@@ -165,7 +165,9 @@ def _recovered_fraction(circuit: float, clean: float, ablated: float) -> float |
     return None if abs(gap) <= 1e-9 else (circuit - ablated) / gap
 
 
-def _unfaithful_warning(recovered: float | None, circuit: float, clean: float) -> list[str]:
+def _unfaithful_warning(
+    recovered: float | None, circuit: float, clean: float, relaxed: bool
+) -> list[str]:
     """Say so when the masks ended on a circuit that does not do the task.
 
     A relaxation follows the gradient of the masked model's output; where that output jumps
@@ -177,11 +179,16 @@ def _unfaithful_warning(recovered: float | None, circuit: float, clean: float) -
     """
     if recovered is None or recovered >= UNFAITHFUL_BELOW:
         return []
+    why = (
+        "A model whose output jumps with small edge changes gives a relaxation no gradient; "
+        "parameterisation=bernoulli_score, ACDC or EAP-IG do not need one"
+        if relaxed
+        else "The score function's noise grows with the graph's edges; more mask_samples or "
+        "steps, parameterisation=hard_concrete, or ACDC may find one"
+    )
     return [
         f"mask pruning's circuit keeps {recovered:.0%} of the clean-vs-ablated metric gap "
-        f"(metric {circuit:.4g} vs clean {clean:.4g}): the masks found no faithful circuit. "
-        "A model whose output jumps with small edge changes gives them no gradient; "
-        "parameterisation=bernoulli_score, ACDC or EAP-IG do not need one"
+        f"(metric {circuit:.4g} vs clean {clean:.4g}): the masks found no faithful circuit. " + why
     ]
 
 
@@ -200,29 +207,6 @@ def _reference(engine: InterventionEngine, batch: PreparedBatch) -> _Reference:
         values = engine.metric.per_example(both, batch.task, batch.clean_logprobs)  # [2, N]
     gap = ((values[0] - values[1]) ** 2).mean()
     return _Reference(clean_values=values[0], scale=gap.clamp_min(1e-8))
-
-
-def _faithfulness_step(
-    engine: InterventionEngine,
-    batch: PreparedBatch,
-    reference: _Reference,
-    config: MaskPruningConfig,
-    distribution: MaskDistribution,
-    mask_logits: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sample masks, run them, and return (the mean loss, the term to differentiate).
-
-    For the relaxations the two are the same tensor (the gradient flows through the model);
-    for the score-function estimator the engine runs without a graph and the term is its
-    surrogate, whose gradient reaches the logits only through the masks' log-probabilities.
-    """
-    keep = distribution.sample(mask_logits, config.mask_samples or 1)
-    if not isinstance(distribution, BernoulliScoreFunction):
-        losses = _faithfulness(engine, batch, engine.run(batch, 1.0 - keep), reference, config)
-        return losses.mean(), losses.mean()
-    with torch.no_grad():
-        losses = _faithfulness(engine, batch, engine.run(batch, 1.0 - keep), reference, config)
-    return losses.mean(), distribution.surrogate(mask_logits, keep, losses)
 
 
 def _faithfulness(

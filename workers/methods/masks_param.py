@@ -39,18 +39,44 @@ HARD_CONCRETE_ZETA = 1.1
 
 
 class MaskDistribution(Protocol):
-    """A per-edge mask distribution driven by learnable logits."""
+    """A per-edge mask distribution driven by learnable logits.
+
+    ``through_model`` says where the gradient comes from: a relaxation's samples are
+    differentiable in the logits and the loss is differentiated through the masked model;
+    the score function's samples are not, and the model runs without a graph.
+    """
+
+    through_model: bool
 
     def sample(self, logits: torch.Tensor, n_samples: int) -> torch.Tensor:
-        """``[n_samples, *logits.shape]`` masks in ``[0, 1]``, differentiable in ``logits``."""
+        """``[n_samples, *logits.shape]`` masks in ``[0, 1]`` (with a gradient in ``logits``
+        when ``through_model``)."""
         ...
 
     def expected_density(self, logits: torch.Tensor) -> torch.Tensor:
         """Per-edge probability that the mask is non-zero (the expected L0 per edge)."""
         ...
 
+    def objective(
+        self, logits: torch.Tensor, masks: torch.Tensor, losses: torch.Tensor
+    ) -> torch.Tensor:
+        """The scalar to differentiate for the mean of ``losses [S]``, one per mask."""
+        ...
 
-class HardConcrete:
+
+class _Relaxation:
+    """What the relaxations share: the loss itself carries the gradient."""
+
+    through_model = True
+
+    def objective(
+        self, logits: torch.Tensor, masks: torch.Tensor, losses: torch.Tensor
+    ) -> torch.Tensor:
+        """The mean loss, differentiated through the masked model and the samples."""
+        return losses.mean()
+
+
+class HardConcrete(_Relaxation):
     """The hard-concrete distribution (stretched, clamped binary Concrete)."""
 
     def __init__(self, temperature: float) -> None:
@@ -69,7 +95,7 @@ class HardConcrete:
         return torch.sigmoid(logits - shift)
 
 
-class GumbelSigmoidSTE:
+class GumbelSigmoidSTE(_Relaxation):
     """Hard Bernoulli masks with the Gumbel-sigmoid straight-through gradient."""
 
     def __init__(self, temperature: float) -> None:
@@ -113,7 +139,9 @@ class BernoulliScoreFunction:
         """``P(mask = 1) = sigmoid(logit)``."""
         return torch.sigmoid(logits)
 
-    def surrogate(
+    through_model = False
+
+    def objective(
         self, logits: torch.Tensor, masks: torch.Tensor, losses: torch.Tensor
     ) -> torch.Tensor:
         """A scalar whose gradient in ``logits`` estimates that of the mean of ``losses``.
@@ -126,9 +154,7 @@ class BernoulliScoreFunction:
         return ((losses - baseline) * log_prob).mean()
 
 
-def make_distribution(
-    kind: str, temperature: float | None
-) -> HardConcrete | GumbelSigmoidSTE | BernoulliScoreFunction:
+def make_distribution(kind: str, temperature: float | None) -> MaskDistribution:
     """The distribution for a parameterisation name; ``ValueError`` names a bad one."""
     if kind == "bernoulli_score":
         if temperature is not None:

@@ -23,7 +23,7 @@ from collections import defaultdict
 
 import torch
 
-from circuitreg.workers.tracr.fixture import TracrFixture, build_bridge
+from circuitreg.workers.tracr.fixture import TracrFixture, TracrFixtureError, build_bridge
 
 # Logit change (relative to the largest logit on the inputs) below which a knock-out counts as
 # having no effect: tracr's blocks are exact, this only absorbs float32 rounding.
@@ -50,6 +50,13 @@ def dead_edges(fixture: TracrFixture, edges: list[str], length: int | None = Non
         if length is not None and len(sample.inputs) != length:
             continue
         by_length[len(sample.inputs)].append(fixture.encode(sample.inputs))
+    if length is not None and not by_length:
+        # No input to knock edges out on would make every edge look dead: an empty truth.
+        lengths = sorted({len(s.inputs) for s in fixture.samples})
+        raise TracrFixtureError(
+            f"tracr program {fixture.name!r} has no reference inputs of length {length} "
+            f"(its lengths: {lengths})"
+        )
     effect = torch.zeros(len(edges))
     scale = 0.0
     with torch.no_grad():
