@@ -19,31 +19,63 @@ def attention(
     causal: bool = True,
     query_positions: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Per-head attention with separate inputs per head: queries ``q_in [S, H, N, Q, d]``,
-    keys and values ``kv_in [S, 2, H, N, T, d]``.
+    """Per-head attention with separate inputs per head, receiver-major: queries
+    ``q_in [H, S, N, Q, d]``, keys and values ``kv_in [2, H, S, N, T, d]``.
+
+    Returns each head's output ``[H, S, N, Q, d]`` (z @ W_O, without the bias); see
+    ``attend`` for ``causal`` and ``query_positions``.
+    """
+    q = project(layer.ln1(q_in), layer.w_q, layer.b_q)
+    normed = layer.ln1(kv_in)
+    k = project(normed[0], layer.w_k, layer.b_k)
+    v = project(normed[1], layer.w_v, layer.b_v)
+    return attend(layer, q, k, v, scale, causal, query_positions)
+
+
+def attend(
+    layer: LayerWeights,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    scale: float,
+    causal: bool = True,
+    query_positions: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Attention from per-head queries ``q [H, S, N, Q, d_head]``, keys and values
+    ``[H, S, N, T, d_head]`` (biases included) to each head's output ``[H, S, N, Q, d]``.
 
     ``query_positions`` ``[N, Q]`` says where the queries sit when they are not every
     position (the last layer, read only where the metric looks); ``causal`` masks keys after
     each query, while bidirectional models (``causal=False``) attend to every position, so a
-    patched edge there also reaches earlier positions.
-
-    Returns each head's output ``[S, N, Q, H, d]`` (z @ W_O, without the bias).
+    patched edge there also reaches earlier positions. Heads lead every tensor so that each
+    product is one ``bmm`` over contiguous memory: with the sets first, ``einsum`` copied
+    every per-head input to put the head axis in front (about a fifth of the induction toy's
+    pass time on the CPU).
     """
-    q = torch.einsum("shntd,hde->shnte", layer.ln1(q_in), layer.w_q) + layer.b_q[:, None, None]
-    normed = layer.ln1(kv_in)
-    k = torch.einsum("shntd,hde->shnte", normed[:, 0], layer.w_k) + layer.b_k[:, None, None]
-    v = torch.einsum("shntd,hde->shnte", normed[:, 1], layer.w_v) + layer.b_v[:, None, None]
-    scores = torch.einsum("shnqe,shnke->shnqk", q, k) / scale
+    h, s, n, q_len, d_head = q.shape
+    t = k.shape[-2]
+    batch = h * s * n
+    scores = torch.bmm(q.reshape(batch, q_len, d_head), k.reshape(batch, t, d_head).mT)
+    scores = (scores / scale).view(h, s, n, q_len, t)
     if causal:
-        keys = torch.arange(scores.shape[-1], device=scores.device)
+        keys = torch.arange(t, device=scores.device)
         if query_positions is None:
             future = keys[None, :] > keys[:, None]  # [Q=T, T]
         else:
             future = keys > query_positions.to(scores.device)[..., None]  # [N, Q, T]
         scores = scores.masked_fill(future, float("-inf"))
-    pattern = torch.softmax(scores, dim=-1)
-    z = torch.einsum("shnqk,shnke->shnqe", pattern, v)
-    return torch.einsum("shnte,hed->snthd", z, layer.w_o)
+    pattern = torch.softmax(scores, dim=-1).view(batch, q_len, t)
+    z = torch.bmm(pattern, v.reshape(batch, t, d_head))
+    out = torch.bmm(z.view(h, s * n * q_len, d_head), layer.w_o)
+    return out.view(h, s, n, q_len, -1)
+
+
+def project(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """Each head's input ``x [H, *M, d]`` times its ``weight [H, d, e]`` plus ``bias [H, e]``:
+    ``[H, *M, e]``, one ``bmm`` over the heads."""
+    heads, d = x.shape[0], x.shape[-1]
+    out = torch.baddbmm(bias[:, None, :], x.reshape(heads, -1, d), weight)
+    return out.view(*x.shape[:-1], weight.shape[-1])
 
 
 def mlp(layer: LayerWeights, x: torch.Tensor) -> torch.Tensor:

@@ -12,10 +12,13 @@ so a 0/1 row patches exactly the chosen edges from the ablated run, recomputing 
 downstream; fractional rows interpolate, and gradients with respect to ``patch`` at zero are
 edge attribution scores. The S sets are stacked in front of the batch, so one pass evaluates
 them all. Each reader sees a prefix of the writers (they are in topological order), so a
-layer's receivers take one ``einsum`` per earlier writer group. Layers whose receivers every
-set patches alike (ACDC's candidates differ only late in the model) are computed once for
-all sets, and the stream is widened where the sets first differ. The last layer runs its
-queries, its MLP and the logits at the read positions only (nothing after it mixes
+layer's receivers take one matrix product per earlier writer group. Layers whose receivers
+every set patches alike (ACDC's candidates differ only late in the model) are computed once
+for all sets, and the stream is widened where the sets first differ. Where that first layer
+has no norm before its attention (tracr, the toys), its q/k/v projections are linear in the
+writers, so the shared outputs and differences are projected once and each set only mixes
+``d_head``-wide projections, not ``d_model``-wide inputs projected per set. The last layer
+runs its queries, its MLP and the logits at the read positions only (nothing after it mixes
 positions); its keys and values still see every position.
 """
 
@@ -25,7 +28,8 @@ from dataclasses import dataclass
 
 import torch
 
-from circuitreg.workers.engine.blocks import at_positions, attention, mlp
+from circuitreg.workers.engine.blocks import attend, attention, mlp
+from circuitreg.workers.engine.stream import ResidualStream
 from circuitreg.workers.engine.weights import EngineError, ModelWeights
 from circuitreg.workers.graph import ComputationalGraph
 
@@ -59,132 +63,6 @@ def embed(weights: ModelWeights, tokens: torch.Tensor) -> torch.Tensor:
     return out
 
 
-class _Stream:
-    """Writer outputs so far, their running sum, and each group's patch difference.
-
-    A group is the writers produced together (the input, a layer's heads, an MLP). When it is
-    added, its difference ``ablated - output`` (exact) or its fixed ``delta`` is stored once,
-    writer-major, so every later reader's intervention is one matrix product per group and
-    nothing is concatenated or copied again.
-    """
-
-    def __init__(
-        self,
-        first: torch.Tensor,
-        ablated: torch.Tensor | None,
-        delta: torch.Tensor | None,
-        track: bool,
-        record: bool,
-    ) -> None:
-        self.ablated, self.delta, self.track, self.record = ablated, delta, track, record
-        self.outputs: list[torch.Tensor] = []
-        self.diffs: list[tuple[int, int, torch.Tensor]] = []
-        self.count = 0
-        self.resid = torch.zeros_like(first)
-        self.add(first.unsqueeze(-2))
-
-    def add(self, outputs: torch.Tensor, bias: torch.Tensor | None = None) -> None:
-        """Append a group of writer outputs ``[S, N, T, g, d]``."""
-        lo, hi = self.count, self.count + outputs.shape[-2]
-        if self.record:
-            self.outputs.append(outputs)
-        if self.track:
-            if self.delta is not None:  # fixed: [g, N|1, T, d], shared by every set
-                diff = self.delta[..., lo:hi, :].permute(2, 0, 1, 3)
-            elif self.ablated is not None:  # exact: [S, g, N, T, d]
-                diff = (self.ablated[..., lo:hi, :].unsqueeze(0) - outputs).permute(0, 3, 1, 2, 4)
-            else:
-                raise EngineError("patching needs the ablated writer outputs or a fixed delta")
-            self.diffs.append((lo, hi, diff.contiguous()))
-        self.count = hi
-        # A one-writer group (an MLP, a one-head layer) needs no reduction: a sum would
-        # zero-fill and copy a buffer the size of the stream.
-        total = outputs[..., 0, :] if outputs.shape[-2] == 1 else outputs.sum(-2)
-        self.resid = self.resid + total
-        if bias is not None:
-            self.resid = self.resid + bias
-
-    def shifted(self, base: torch.Tensor, coeff: torch.Tensor, k: int) -> torch.Tensor:
-        """``base`` plus the sum over writers ``0:k`` of coefficient x difference.
-
-        ``coeff`` is ``[S, *R, k]`` (``R``: the receiver dims, e.g. ``(3, H)`` for a layer's
-        q/k/v inputs); ``base`` broadcasts to ``[S, *R, N, T, d]``, the shape returned. Each
-        group is one (batched) matrix product accumulated in place into a single buffer:
-        these passes are bound by memory traffic, and a fresh tensor per group and per sum
-        doubled it (the profile of tracr ``reverse``, whose groups are single heads).
-        """
-        first = self.diffs[0][2]
-        n, t, d = first.shape[-3:]
-        s, receivers = coeff.shape[0], tuple(coeff.shape[1:-1])
-        r = 1
-        for size in receivers:
-            r *= size
-        # A fresh buffer (never a view of ``base``: it is written in place below).
-        out = torch.empty(s, *receivers, n, t, d, dtype=base.dtype, device=base.device)
-        out.copy_(base.expand_as(out))
-        flat = out.view(s, r, n * t * d)
-        flat_coeff = coeff.reshape(s, r, k)
-        for lo, hi, diff in self.diffs:
-            if hi > k:
-                if lo < k:
-                    raise EngineError(f"reader boundary {k} splits writer group {lo}:{hi}")
-                break
-            g = hi - lo
-            if diff.ndim == 4:  # fixed delta [g, N|1, T, d], shared by every set
-                shared = diff.expand(g, n, t, d).reshape(g, n * t * d)
-                flat.view(s * r, n * t * d).addmm_(flat_coeff[..., lo:hi].reshape(s * r, g), shared)
-            else:  # exact [S, g, N, T, d]
-                flat.baddbmm_(flat_coeff[..., lo:hi], diff.reshape(s, g, n * t * d))
-        return out
-
-    def term_at(
-        self, coeff: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor
-    ) -> torch.Tensor:
-        """Sum over all writers at the read positions: ``coeff [S, W]`` -> ``[S, N, P, d]``."""
-        total: torch.Tensor | None = None
-        for lo, hi, diff in self.diffs:
-            if diff.ndim == 4:
-                if diff.shape[1] == 1:
-                    picked = diff[:, 0][:, positions]
-                else:
-                    picked = diff[:, rows, positions]
-                part = torch.einsum("sg,gnpd->snpd", coeff[:, lo:hi], picked)
-            else:
-                picked = diff[:, :, rows, positions]
-                part = torch.einsum("sg,sgnpd->snpd", coeff[:, lo:hi], picked)
-            total = part if total is None else total + part
-        assert total is not None
-        return total
-
-    def expand(self, n_sets: int) -> None:
-        """Widen a single-set stream to ``n_sets`` identical sets (views, no copies)."""
-        self.resid = self.resid.expand(n_sets, *self.resid.shape[1:])
-        self.outputs = [o.expand(n_sets, *o.shape[1:]) for o in self.outputs]
-        self.diffs = [
-            (lo, hi, d.expand(n_sets, *d.shape[1:]) if d.ndim == 5 else d)
-            for lo, hi, d in self.diffs
-        ]
-
-    def stacked(self) -> torch.Tensor:
-        """All recorded writer outputs ``[S, N, T, W, d]``."""
-        return torch.cat(self.outputs, dim=-2)
-
-    def at(self, positions: torch.Tensor) -> _Stream:
-        """This stream narrowed to each example's ``positions [N, P]`` (copies, not views):
-        from there on the pass computes only what the read positions need."""
-        narrow = _Stream.__new__(_Stream)
-        narrow.ablated = None if self.ablated is None else at_positions(self.ablated, 0, positions)
-        narrow.delta = None if self.delta is None else at_positions(self.delta, 0, positions)
-        narrow.track, narrow.record = self.track, False
-        narrow.outputs, narrow.count = [], self.count
-        narrow.resid = at_positions(self.resid, 1, positions)
-        # exact diffs [S, g, N, T, d]; fixed deltas [g, N|1, T, d]
-        narrow.diffs = [
-            (lo, hi, at_positions(d, d.ndim - 3, positions)) for lo, hi, d in self.diffs
-        ]
-        return narrow
-
-
 def run_forward(
     weights: ModelWeights,
     graph: ComputationalGraph,
@@ -213,15 +91,15 @@ def run_forward(
         first = override.values[..., 0, :].unsqueeze(0).expand_as(first)
     # The stream starts as one set; it is widened to all sets at the first layer whose
     # receivers some set patches differently (everything before is identical, computed once).
-    stream = _Stream(first, ablated, delta, track=patch is not None, record=record)
+    stream = ResidualStream(first, ablated, delta, track=patch is not None, record=record)
     rows = patch if patch is None else patch[:1]
     slots = iter(graph.slots)
     last = len(weights.layers) - 1
     for index, layer in enumerate(weights.layers):
-        if index == shared and n_sets > 1:
-            stream.expand(n_sets)
+        widening = index == shared and n_sets > 1
+        if widening:
             rows = patch
-        current = stream.resid.shape[0]
+        current = n_sets if widening else stream.resid.shape[0]
         q_slot = next(slots)
         for _ in range(3 * heads - 1):
             next(slots)
@@ -231,20 +109,30 @@ def run_forward(
             coeff = rows[:, q_slot.edge_start : q_slot.edge_start + 3 * heads * k]
             coeff = coeff.view(current, 3, heads, k)
         query_positions = None
-        if index == last and _reads_fewer_positions(stream, positions, override, record):
-            # Nothing after the last layer's attention mixes positions: its queries, its MLP
-            # and the logits are needed only where the metric reads. Keys and values are not.
-            kv_in = _receiver_inputs(stream, coeff, 1, 3, heads, k)
-            stream = stream.at(positions)
-            q_in = _receiver_inputs(stream, coeff, 0, 1, heads, k)[:, 0]
-            query_positions, positions = positions, _all_positions(positions)
+        narrow = index == last and _reads_fewer_positions(stream, positions, override, record)
+        if widening and coeff is not None and layer.linear_qkv_input and not narrow:
+            q, k_proj, v = stream.projected(layer.w_qkv, layer.b_qkv, coeff, k).unbind(0)
+            stream.expand(n_sets)
+            resid_before = stream.resid
+            head_out = attend(layer, q, k_proj, v, weights.attn_scale, weights.causal)
         else:
-            x = _receiver_inputs(stream, coeff, 0, 3, heads, k)
-            q_in, kv_in = x[:, 0], x[:, 1:]
-        resid_before = stream.resid
-        head_out = attention(
-            layer, q_in, kv_in, weights.attn_scale, weights.causal, query_positions
-        )
+            if widening:
+                stream.expand(n_sets)
+            if narrow:
+                # Nothing after the last layer's attention mixes positions: its queries, its
+                # MLP and the logits are needed only where the metric reads; keys and values
+                # are not.
+                kv_in = _receiver_inputs(stream, coeff, 1, 3, heads, k)
+                stream = stream.at(positions)
+                q_in = _receiver_inputs(stream, coeff, 0, 1, heads, k)[0]
+                query_positions, positions = positions, _all_positions(positions)
+            else:
+                x = _receiver_inputs(stream, coeff, 0, 3, heads, k)
+                q_in, kv_in = x[0], x[1:]
+            resid_before = stream.resid
+            head_out = attention(
+                layer, q_in, kv_in, weights.attn_scale, weights.causal, query_positions
+            )
         head_out = _apply_override(head_out, stream.count, override)
         mlp_slot = None if graph.attn_only else next(slots)
         if mlp_slot is not None and graph.parallel_attn_mlp:
@@ -257,7 +145,7 @@ def run_forward(
                 mlp_in = _mlp_input(
                     stream.resid, mlp_slot.edge_start, len(mlp_slot.writers), rows, stream
                 )
-            mlp_out = _apply_override(mlp(layer, mlp_in).unsqueeze(-2), stream.count, override)
+            mlp_out = _apply_override(mlp(layer, mlp_in).unsqueeze(0), stream.count, override)
             stream.add(mlp_out)
     if stream.resid.shape[0] != n_sets:
         stream.expand(n_sets)
@@ -269,17 +157,16 @@ def run_forward(
 
 
 def _receiver_inputs(
-    stream: _Stream, coeff: torch.Tensor | None, lo: int, hi: int, heads: int, k: int
+    stream: ResidualStream, coeff: torch.Tensor | None, lo: int, hi: int, heads: int, k: int
 ) -> torch.Tensor:
-    """Inputs ``[S, hi - lo, H, N, T, d]`` of a layer's q (0), k (1) or v (2) receivers."""
-    base = stream.resid[:, None, None]
+    """Inputs ``[hi - lo, H, S, N, T, d]`` of a layer's q (0), k (1) or v (2) receivers."""
     if coeff is None:
-        return base.expand(stream.resid.shape[0], hi - lo, heads, *base.shape[3:])
-    return stream.shifted(base, coeff[:, lo:hi], k)
+        return stream.resid.expand(hi - lo, heads, *stream.resid.shape)
+    return stream.shifted(stream.resid, coeff[:, lo:hi], k)
 
 
 def _reads_fewer_positions(
-    stream: _Stream, positions: torch.Tensor, override: Override | None, record: bool
+    stream: ResidualStream, positions: torch.Tensor, override: Override | None, record: bool
 ) -> bool:
     """Whether the last layer can run at the read positions only: they are fewer than the
     prompt's, no writer output is recorded, and no override replaces a last-layer group."""
@@ -318,7 +205,7 @@ def _layer_ends(graph: ComputationalGraph) -> list[int]:
 
 
 def _mlp_input(
-    resid: torch.Tensor, edge_start: int, k: int, patch: torch.Tensor | None, stream: _Stream
+    resid: torch.Tensor, edge_start: int, k: int, patch: torch.Tensor | None, stream: ResidualStream
 ) -> torch.Tensor:
     if patch is None:
         return resid
@@ -329,25 +216,26 @@ def _apply_override(outputs: torch.Tensor, start: int, override: Override | None
     """Replace a group's outputs when the override names exactly this group."""
     if override is None or override.start != start:
         return outputs
-    if override.stop != start + outputs.shape[-2]:
+    if override.stop != start + outputs.shape[0]:
         raise EngineError(
-            f"override must cover one whole writer group ({start}:{start + outputs.shape[-2]}), "
+            f"override must cover one whole writer group ({start}:{start + outputs.shape[0]}), "
             f"got {override.start}:{override.stop}"
         )
-    return override.values.unsqueeze(0).expand_as(outputs)
+    # values [N|1, T, g, d] -> the group's [g, S, N, T, d]
+    return override.values.permute(2, 0, 1, 3).unsqueeze(1).expand_as(outputs)
 
 
 def _read_logits(
     weights: ModelWeights,
-    stream: _Stream,
+    stream: ResidualStream,
     positions: torch.Tensor,
     patch: torch.Tensor | None,
     edge_start: int,
 ) -> torch.Tensor:
     """Logits ``[S, N, P, V]`` read at ``positions``; only those positions are unembedded."""
-    rows = torch.arange(positions.shape[0], device=positions.device)[:, None]
-    resid = stream.resid[:, rows, positions]  # [S, N, P, d]
+    if not stream.narrowed:
+        stream = stream.at(positions)
+    resid = stream.resid  # [S, N, P, d]
     if patch is not None:
-        coeff = patch[:, edge_start : edge_start + stream.count]
-        resid = resid + stream.term_at(coeff, rows, positions)
+        resid = resid + stream.mixed(patch[:, edge_start : edge_start + stream.count])
     return weights.ln_final(resid) @ weights.w_u + weights.b_u

@@ -43,6 +43,21 @@ class LayerWeights:
     ln2: Module | None
     mlp: Module | None
 
+    @property
+    def linear_qkv_input(self) -> bool:
+        """Whether q/k/v are linear in the block input (no norm before the attention)."""
+        return isinstance(self.ln1, nn.Identity)
+
+    @property
+    def w_qkv(self) -> torch.Tensor:
+        """``W_Q, W_K, W_V`` stacked: ``[3, H, d_model, d_head]``."""
+        return torch.stack((self.w_q, self.w_k, self.w_v))
+
+    @property
+    def b_qkv(self) -> torch.Tensor:
+        """``b_Q, b_K, b_V`` stacked: ``[3, H, d_head]``."""
+        return torch.stack((self.b_q, self.b_k, self.b_v))
+
 
 @dataclass(frozen=True)
 class ModelWeights:

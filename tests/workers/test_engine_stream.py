@@ -1,0 +1,111 @@
+"""The stream's shortcuts compute what the general path computes.
+
+Where the sets first differ at a layer with no norm before its attention, the engine mixes
+projected writer differences (``ResidualStream.projected``) instead of projecting each set's
+inputs; reading the logits reuses a stream already cut to the read positions. Both must
+give the general path's logits and gradients, for exact patching and for a fixed delta.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from transformer_lens.model_bridge import TransformerBridge
+
+from circuitreg.workers.engine import InterventionEngine
+from circuitreg.workers.engine.forward import run_forward
+from circuitreg.workers.engine.stream import ResidualStream
+from circuitreg.workers.engine.weights import LayerWeights
+from circuitreg.workers.graph import ComputationalGraph
+from circuitreg.workers.tasks.induction import induction_task
+
+from .tiny_bridges import ATTN_ONLY
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _logits_and_grad(
+    engine: InterventionEngine, patch: torch.Tensor, fixed_delta: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    batch = next(engine.batches())
+    rows = patch.clone().requires_grad_(True)
+    logits = run_forward(
+        engine.weights, engine.graph, batch.embedded, batch.task.positions, patch=rows,
+        ablated=None if fixed_delta else batch.ablated,
+        delta=batch.delta if fixed_delta else None,
+    ).logits  # fmt: skip
+    engine.metric_of(batch, logits).sum().backward()
+    assert rows.grad is not None
+    return logits.detach(), rows.grad
+
+
+def _randomise_biases(model: Any) -> None:
+    """A native bridge starts with zero biases, which would hide a bias lost in a shortcut."""
+    generator = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.ndim == 1:
+                parameter.copy_(0.3 * torch.randn(parameter.shape, generator=generator))
+
+
+@pytest.mark.parametrize("fixed_delta", [False, True], ids=["exact", "fixed_delta"])
+def test_projected_first_layer_equals_the_general_path(
+    fixed_delta: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = TransformerBridge.boot_native(ATTN_ONLY)  # no norm: layer 0 takes the shortcut
+    _randomise_biases(model)
+    graph = ComputationalGraph.from_model(model)
+    task = induction_task(seq_len=5, n=6, d_vocab=40, seed=3)
+    engine = InterventionEngine(model, graph, task)  # logit difference
+    generator = torch.Generator().manual_seed(2)
+    patch = torch.rand(5, graph.n_edges, generator=generator)  # sets differ from layer 0
+    calls: list[int] = []
+    projected = ResidualStream.projected
+
+    def spy(self: ResidualStream, *args: Any) -> torch.Tensor:
+        calls.append(1)
+        return projected(self, *args)
+
+    monkeypatch.setattr(ResidualStream, "projected", spy)
+    short_logits, short_grad = _logits_and_grad(engine, patch, fixed_delta)
+    assert calls, "the shortcut was not taken, so this compares the general path with itself"
+    monkeypatch.setattr(LayerWeights, "linear_qkv_input", property(lambda self: False))
+    calls.clear()
+    general_logits, general_grad = _logits_and_grad(engine, patch, fixed_delta)
+    assert not calls
+    assert (short_logits - general_logits).abs().max() < 1e-5
+    scale = float(general_grad.abs().max())
+    assert scale > 1e-3
+    assert (short_grad - general_grad).abs().max() < 1e-5 * scale
+
+
+def test_a_norm_before_attention_takes_the_general_path() -> None:
+    normed: dict[str, Any] = dict(ATTN_ONLY, normalization_type="LN")
+    weights = InterventionEngine(
+        TransformerBridge.boot_native(normed),
+        ComputationalGraph.from_model(TransformerBridge.boot_native(normed)),
+        induction_task(seq_len=5, n=2, d_vocab=40, seed=3),
+    ).weights
+    assert not any(layer.linear_qkv_input for layer in weights.layers)
+    plain = InterventionEngine(
+        TransformerBridge.boot_native(ATTN_ONLY),
+        ComputationalGraph.from_model(TransformerBridge.boot_native(ATTN_ONLY)),
+        induction_task(seq_len=5, n=2, d_vocab=40, seed=3),
+    ).weights
+    assert all(layer.linear_qkv_input for layer in plain.layers)
+
+
+def test_projected_refuses_a_stream_already_widened() -> None:
+    model = TransformerBridge.boot_native(ATTN_ONLY)
+    graph = ComputationalGraph.from_model(model)
+    engine = InterventionEngine(model, graph, induction_task(seq_len=5, n=2, d_vocab=40, seed=3))
+    batch = next(engine.batches())
+    stream = ResidualStream(
+        batch.embedded.unsqueeze(0), batch.ablated, None, track=True, record=False
+    )
+    stream.expand(3)
+    layer = engine.weights.layers[0]
+    with pytest.raises(Exception, match="one set"):
+        stream.projected(layer.w_qkv, layer.b_qkv, torch.zeros(3, 3, 4, 1), 1)
