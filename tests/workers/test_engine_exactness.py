@@ -191,6 +191,34 @@ def test_cpu_passes_are_capped_by_the_cache_budget_with_the_same_results(
     assert engine.max_sets_per_pass == 1  # at least one set per pass
 
 
+def test_a_run_of_more_rows_than_a_pass_holds_is_split_with_the_same_logits_and_gradients(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    model, graph, task = _setup(WITH_MLP, n=6)
+    engine = InterventionEngine(model, graph, task, set_batch=12)
+    batch = next(engine.batches())
+    rows = torch.rand(7, graph.n_edges, generator=torch.Generator().manual_seed(6))
+
+    def logits_and_grad(cap: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        monkeypatch.setattr(engine_module, "CPU_PASS_ELEMENTS", cap)
+        patch = rows.clone().requires_grad_(True)
+        before = engine.n_forward
+        logits = engine.run(batch, patch)
+        passes = engine.n_forward - before
+        engine.metric_of(batch, logits).sum().backward()
+        assert patch.grad is not None
+        return logits.detach(), patch.grad, passes
+
+    per_set = task.n_examples * task.seq_len * 3 * graph.n_heads * int(model.cfg.d_model)
+    split_logits, split_grad, split_passes = logits_and_grad(per_set * 3)
+    whole_logits, whole_grad, whole_passes = logits_and_grad(per_set * 100)
+    assert (split_passes, whole_passes) == (3, 1)  # 7 rows in passes of 3, 3, 1
+    assert split_logits.shape == whole_logits.shape == (7, *whole_logits.shape[1:])
+    assert (split_logits - whole_logits).abs().max() < 1e-5
+    assert whole_grad.abs().max() > 1e-4
+    assert (split_grad - whole_grad).abs().max() < 1e-5
+
+
 @pytest.mark.parametrize("cfg", [ATTN_ONLY, WITH_MLP], ids=["attn_only", "ln_mlp"])
 def test_last_layer_at_the_read_positions_equals_the_full_pass(cfg: dict[str, Any]) -> None:
     """The induction task reads half the positions, so the engine runs the last layer there
