@@ -111,6 +111,8 @@ def run_forward(
         query_positions = None
         narrow = index == last and _reads_fewer_positions(stream, positions, override, record)
         if widening and coeff is not None and layer.linear_qkv_input and not narrow:
+            # Still one set upstream and no norm: project the shared stream and differences
+            # once, then mix d_head-wide per set (``ResidualStream.projected``).
             q, k_proj, v = stream.projected(layer.w_qkv, layer.b_qkv, coeff, k).unbind(0)
             stream.expand(n_sets)
             resid_before = stream.resid
