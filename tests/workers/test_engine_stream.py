@@ -82,19 +82,15 @@ def test_projected_first_layer_equals_the_general_path(
 
 
 def test_a_norm_before_attention_takes_the_general_path() -> None:
-    normed: dict[str, Any] = dict(ATTN_ONLY, normalization_type="LN")
-    weights = InterventionEngine(
-        TransformerBridge.boot_native(normed),
-        ComputationalGraph.from_model(TransformerBridge.boot_native(normed)),
-        induction_task(seq_len=5, n=2, d_vocab=40, seed=3),
-    ).weights
-    assert not any(layer.linear_qkv_input for layer in weights.layers)
-    plain = InterventionEngine(
-        TransformerBridge.boot_native(ATTN_ONLY),
-        ComputationalGraph.from_model(TransformerBridge.boot_native(ATTN_ONLY)),
-        induction_task(seq_len=5, n=2, d_vocab=40, seed=3),
-    ).weights
-    assert all(layer.linear_qkv_input for layer in plain.layers)
+    def layers(cfg: dict[str, Any]) -> tuple[LayerWeights, ...]:
+        model = TransformerBridge.boot_native(cfg)
+        task = induction_task(seq_len=5, n=2, d_vocab=40, seed=3)
+        return InterventionEngine(model, ComputationalGraph.from_model(model), task).weights.layers
+
+    assert not any(
+        layer.linear_qkv_input for layer in layers(dict(ATTN_ONLY, normalization_type="LN"))
+    )
+    assert all(layer.linear_qkv_input for layer in layers(ATTN_ONLY))
 
 
 def test_projected_refuses_a_stream_already_widened() -> None:

@@ -49,8 +49,8 @@ def attend(
     each query, while bidirectional models (``causal=False``) attend to every position, so a
     patched edge there also reaches earlier positions. Heads lead every tensor so that each
     product is one ``bmm`` over contiguous memory: with the sets first, ``einsum`` copied
-    every per-head input to put the head axis in front (about a fifth of the induction toy's
-    pass time on the CPU).
+    every per-head input to put the head axis in front (256 random sets on the induction
+    toy, CPU, best of 7: 0.42 s with the sets first, 0.30-0.33 s with the heads first).
     """
     h, s, n, q_len, d_head = q.shape
     t = k.shape[-2]
