@@ -81,16 +81,26 @@ def test_projected_first_layer_equals_the_general_path(
     assert (short_grad - general_grad).abs().max() < 1e-5 * scale
 
 
-def test_a_norm_before_attention_takes_the_general_path() -> None:
-    def layers(cfg: dict[str, Any]) -> tuple[LayerWeights, ...]:
-        model = TransformerBridge.boot_native(cfg)
-        task = induction_task(seq_len=5, n=2, d_vocab=40, seed=3)
-        return InterventionEngine(model, ComputationalGraph.from_model(model), task).weights.layers
+@pytest.mark.parametrize(
+    ("normalization", "shortcut"), [(None, True), ("LN", False)], ids=["no_norm", "layer_norm"]
+)
+def test_only_a_layer_without_a_norm_takes_the_shortcut(
+    normalization: str | None, shortcut: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = TransformerBridge.boot_native(dict(ATTN_ONLY, normalization_type=normalization))
+    graph = ComputationalGraph.from_model(model)
+    engine = InterventionEngine(model, graph, induction_task(seq_len=5, n=2, d_vocab=40, seed=3))
+    calls: list[int] = []
+    projected = ResidualStream.projected
 
-    assert not any(
-        layer.linear_qkv_input for layer in layers(dict(ATTN_ONLY, normalization_type="LN"))
-    )
-    assert all(layer.linear_qkv_input for layer in layers(ATTN_ONLY))
+    def spy(self: ResidualStream, *args: Any) -> torch.Tensor:
+        calls.append(1)
+        return projected(self, *args)
+
+    monkeypatch.setattr(ResidualStream, "projected", spy)
+    engine.evaluate(torch.rand(3, graph.n_edges, generator=torch.Generator().manual_seed(0)))
+    assert bool(calls) is shortcut
+    assert all(layer.linear_qkv_input is shortcut for layer in engine.weights.layers)
 
 
 def test_projected_refuses_a_stream_already_widened() -> None:

@@ -236,7 +236,7 @@ def _read_logits(
 ) -> torch.Tensor:
     """Logits ``[S, N, P, V]`` read at ``positions``; only those positions are unembedded."""
     if not stream.narrowed:
-        stream = stream.at(positions)
+        stream = stream.at(positions, adds_follow=False)
     resid = stream.resid  # [S, N, P, d]
     if patch is not None:
         resid = resid + stream.mixed(patch[:, edge_start : edge_start + stream.count])

@@ -81,16 +81,10 @@ class ResidualStream:
         flat = out.view(r, s, n * t * d)
         by_set = coeff.reshape(s, r, k)
         by_receiver = by_set.transpose(0, 1)  # [R, S, k]
-        for lo, hi, diff in self.diffs:
-            if hi > k:
-                if lo < k:
-                    raise EngineError(f"reader boundary {k} splits writer group {lo}:{hi}")
-                break
+        for lo, hi, diff in self._groups_before(k):
             g = hi - lo
-            if diff.ndim == 4 or diff.shape[1] == 1 or diff.stride(1) == 0:
-                # one difference for every set: a fixed delta [g, N|1, T, d] or an exact
-                # difference [g, 1|S(expanded), N, T, d] from before the sets differ
-                shared = diff if diff.ndim == 4 else diff[:, 0]
+            shared = _shared(diff)
+            if shared is not None:
                 shared = shared.expand(g, n, t, d).reshape(g, n * t * d)
                 flat.view(r * s, n * t * d).addmm_(
                     by_receiver[..., lo:hi].reshape(r * s, g), shared
@@ -120,12 +114,9 @@ class ResidualStream:
         flat_weight = weight.reshape(-1, d, e)  # [R, d, e]
         r = flat_weight.shape[0]
         parts = [self.resid]
-        for lo, hi, diff in self.diffs:
-            if hi > k:
-                if lo < k:
-                    raise EngineError(f"reader boundary {k} splits writer group {lo}:{hi}")
-                break
-            shared = diff if diff.ndim == 4 else diff[:, 0]  # [g, N|1, T, d]
+        for lo, hi, diff in self._groups_before(k):
+            shared = _shared(diff)
+            assert shared is not None  # a stream of one set shares every group
             parts.append(shared.expand(hi - lo, n, t, d))
         inputs = torch.cat(parts).reshape(1 + k, n * t, d)  # the stream, then each diff
         # [R, 1 + k, N*T, e]: one product for all receivers and all shared writers
@@ -139,15 +130,25 @@ class ResidualStream:
         )
         return out.view(*receivers, s, n, t, e)
 
+    def _groups_before(self, k: int) -> list[tuple[int, int, torch.Tensor]]:
+        """The stored groups among writers ``0:k`` (a reader sees a prefix of the writers)."""
+        groups = []
+        for lo, hi, diff in self.diffs:
+            if hi > k:
+                if lo < k:
+                    raise EngineError(f"reader boundary {k} splits writer group {lo}:{hi}")
+                break
+            groups.append((lo, hi, diff))
+        return groups
+
     def mixed(self, coeff: torch.Tensor) -> torch.Tensor:
         """Sum over all writers of coefficient x difference: ``coeff [S, W]`` ->
         ``[S, N, T, d]`` (what the logits add to the stream; call it on a narrowed stream)."""
         total: torch.Tensor | None = None
         for lo, hi, diff in self.diffs:
-            if diff.ndim == 5 and (diff.shape[1] == 1 or diff.stride(1) == 0):
-                diff = diff[:, 0]  # shared by every set
-            if diff.ndim == 4:
-                part = torch.einsum("sg,gntd->sntd", coeff[:, lo:hi], diff)
+            shared = _shared(diff)
+            if shared is not None:
+                part = torch.einsum("sg,gntd->sntd", coeff[:, lo:hi], shared)
             else:  # exact [g, S, N, T, d]
                 part = torch.einsum("sg,gsntd->sntd", coeff[:, lo:hi], diff)
             total = part if total is None else total + part
@@ -167,12 +168,17 @@ class ResidualStream:
         """All recorded writer outputs ``[S, N, T, W, d]``."""
         return torch.cat(self.outputs, dim=0).permute(1, 2, 3, 0, 4).contiguous()
 
-    def at(self, positions: torch.Tensor) -> ResidualStream:
+    def at(self, positions: torch.Tensor, adds_follow: bool = True) -> ResidualStream:
         """This stream narrowed to each example's ``positions [N, P]`` (copies, not views):
-        from there on the pass computes only what the read positions need."""
+        from there on the pass computes only what the read positions need. Without
+        ``adds_follow`` (only the logits are read from it) the ablated outputs, which only
+        later groups need, are not narrowed."""
         narrow = ResidualStream.__new__(ResidualStream)
-        narrow.ablated = None if self.ablated is None else at_positions(self.ablated, 0, positions)
-        narrow.delta = None if self.delta is None else at_positions(self.delta, 0, positions)
+        narrow.ablated = narrow.delta = None
+        if adds_follow and self.ablated is not None:
+            narrow.ablated = at_positions(self.ablated, 0, positions)
+        if adds_follow and self.delta is not None:
+            narrow.delta = at_positions(self.delta, 0, positions)
         narrow.track, narrow.record = self.track, False
         narrow.outputs, narrow.count = [], self.count
         narrow.resid = _narrowed(self.resid, 0, positions)
@@ -183,6 +189,17 @@ class ResidualStream:
         ]
         narrow.narrowed = True
         return narrow
+
+
+def _shared(diff: torch.Tensor) -> torch.Tensor | None:
+    """The one difference ``[g, N|1, T, d]`` every set shares, or None when each set has its
+    own: a fixed delta is shared, and so is an exact difference ``[g, S, N, T, d]`` of one set
+    or expanded from one (computed before the sets first differ)."""
+    if diff.ndim == 4:
+        return diff
+    if diff.shape[1] == 1 or diff.stride(1) == 0:
+        return diff[:, 0]
+    return None
 
 
 def _narrowed(values: torch.Tensor, sets_axis: int | None, positions: torch.Tensor) -> torch.Tensor:

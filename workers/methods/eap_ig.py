@@ -76,7 +76,7 @@ def _writer_groups(graph: ComputationalGraph) -> list[tuple[int, int]]:
     return groups
 
 
-def _refuse_a_normalised_zero_input(model: Any, batches: list[PreparedBatch]) -> None:
+def _refuse_a_normalised_zero_input(model: Any, ablation: str) -> None:
     """Refuse to integrate from an all-zero input into a model that normalises it.
 
     With zero ablation both variants integrate the input's contribution from an all-zero
@@ -89,9 +89,7 @@ def _refuse_a_normalised_zero_input(model: Any, batches: list[PreparedBatch]) ->
     of the input grew too (0.0001, 0.0017, 0.0061 at 5, 20, 64 steps). The scores would
     depend on the step count, not the model, so the run is refused.
     """
-    if getattr(model.cfg, "normalization_type", None) is None:
-        return
-    if all(torch.count_nonzero(batch.ablated[:, :, 0]) == 0 for batch in batches):
+    if ablation == "zero" and getattr(model.cfg, "normalization_type", None) is not None:
         raise ConfigError(
             "EAP-IG integrates the input from its ablated value, which is all zeros here (zero "
             f"ablation), into a model that normalises it ({model.cfg.normalization_type}): near "
@@ -123,11 +121,11 @@ def eap_ig(
 ) -> ScoreResult:
     """Score every edge with EAP-IG."""
     start = time.perf_counter()
+    _refuse_a_normalised_zero_input(model, config.ablation)  # before any forward pass
     engine = InterventionEngine(
         model, graph, task, config.ablation, config.metric, config.batch_size
     )
     batches = list(engine.batches())
-    _refuse_a_normalised_zero_input(model, batches)
     groups = _writer_groups(graph) if config.variant == "activations" else [(0, 1)]
     total_work = len(batches) * len(groups) * config.steps
     done = 0

@@ -168,9 +168,9 @@ class MaskPruningConfig(MethodConfig):
         samples = self.mask_samples if self.mask_samples is not None else (32 if score else 8)
         if score and samples < 2:
             raise ConfigError(f"bernoulli_score needs mask_samples >= 2, got {samples}")
-        temperature = self.temperature if not score else None
-        if temperature is None and not score:
-            temperature = DEFAULT_TEMPERATURE[kind]
+        temperature = None
+        if not score:
+            temperature = self.temperature or DEFAULT_TEMPERATURE[kind]
         return dataclasses.replace(
             self, parameterisation=kind, lr=lr, mask_samples=samples, temperature=temperature
         )

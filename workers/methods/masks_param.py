@@ -128,6 +128,8 @@ class BernoulliScoreFunction:
     engine forward; its variance grows with the number of edges, so it suits small graphs.
     """
 
+    through_model = False
+
     def sample(self, logits: torch.Tensor, n_samples: int) -> torch.Tensor:
         """``[n_samples, E]`` exact 0/1 masks, ``P(1) = sigmoid(logit)``, no gradient."""
         if n_samples < 2:
@@ -138,8 +140,6 @@ class BernoulliScoreFunction:
     def expected_density(self, logits: torch.Tensor) -> torch.Tensor:
         """``P(mask = 1) = sigmoid(logit)``."""
         return torch.sigmoid(logits)
-
-    through_model = False
 
     def objective(
         self, logits: torch.Tensor, masks: torch.Tensor, losses: torch.Tensor
