@@ -50,17 +50,9 @@ def _randomise_biases(model: Any) -> None:
                 parameter.copy_(0.3 * torch.randn(parameter.shape, generator=generator))
 
 
-@pytest.mark.parametrize("fixed_delta", [False, True], ids=["exact", "fixed_delta"])
-def test_projected_first_layer_equals_the_general_path(
-    fixed_delta: bool, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    model = TransformerBridge.boot_native(ATTN_ONLY)  # no norm: layer 0 takes the shortcut
-    _randomise_biases(model)
-    graph = ComputationalGraph.from_model(model)
-    task = induction_task(seq_len=5, n=6, d_vocab=40, seed=3)
-    engine = InterventionEngine(model, graph, task)  # logit difference
-    generator = torch.Generator().manual_seed(2)
-    patch = torch.rand(5, graph.n_edges, generator=generator)  # sets differ from layer 0
+@pytest.fixture
+def projected_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Records each call of ``ResidualStream.projected`` (the shortcut), which still runs."""
     calls: list[int] = []
     projected = ResidualStream.projected
 
@@ -69,12 +61,28 @@ def test_projected_first_layer_equals_the_general_path(
         return projected(self, *args)
 
     monkeypatch.setattr(ResidualStream, "projected", spy)
+    return calls
+
+
+@pytest.mark.parametrize("fixed_delta", [False, True], ids=["exact", "fixed_delta"])
+def test_projected_first_layer_equals_the_general_path(
+    fixed_delta: bool, projected_calls: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = TransformerBridge.boot_native(ATTN_ONLY)  # no norm: layer 0 takes the shortcut
+    _randomise_biases(model)
+    graph = ComputationalGraph.from_model(model)
+    task = induction_task(seq_len=5, n=6, d_vocab=40, seed=3)
+    engine = InterventionEngine(model, graph, task)  # logit difference
+    generator = torch.Generator().manual_seed(2)
+    patch = torch.rand(5, graph.n_edges, generator=generator)  # sets differ from layer 0
     short_logits, short_grad = _logits_and_grad(engine, patch, fixed_delta)
-    assert calls, "the shortcut was not taken, so this compares the general path with itself"
+    assert projected_calls, (
+        "the shortcut was not taken, so this compares the general path with itself"
+    )
     monkeypatch.setattr(LayerWeights, "linear_qkv_input", property(lambda self: False))
-    calls.clear()
+    projected_calls.clear()
     general_logits, general_grad = _logits_and_grad(engine, patch, fixed_delta)
-    assert not calls
+    assert not projected_calls
     assert (short_logits - general_logits).abs().max() < 1e-5
     scale = float(general_grad.abs().max())
     assert scale > 1e-3
@@ -85,21 +93,13 @@ def test_projected_first_layer_equals_the_general_path(
     ("normalization", "shortcut"), [(None, True), ("LN", False)], ids=["no_norm", "layer_norm"]
 )
 def test_only_a_layer_without_a_norm_takes_the_shortcut(
-    normalization: str | None, shortcut: bool, monkeypatch: pytest.MonkeyPatch
+    normalization: str | None, shortcut: bool, projected_calls: list[int]
 ) -> None:
     model = TransformerBridge.boot_native(dict(ATTN_ONLY, normalization_type=normalization))
     graph = ComputationalGraph.from_model(model)
     engine = InterventionEngine(model, graph, induction_task(seq_len=5, n=2, d_vocab=40, seed=3))
-    calls: list[int] = []
-    projected = ResidualStream.projected
-
-    def spy(self: ResidualStream, *args: Any) -> torch.Tensor:
-        calls.append(1)
-        return projected(self, *args)
-
-    monkeypatch.setattr(ResidualStream, "projected", spy)
     engine.evaluate(torch.rand(3, graph.n_edges, generator=torch.Generator().manual_seed(0)))
-    assert bool(calls) is shortcut
+    assert bool(projected_calls) is shortcut
     assert all(layer.linear_qkv_input is shortcut for layer in engine.weights.layers)
 
 
