@@ -1,9 +1,11 @@
 """The stream's shortcuts compute what the general path computes.
 
-Where the sets first differ at a layer with no norm before its attention, the engine mixes
-projected writer differences (``ResidualStream.projected``) instead of projecting each set's
-inputs; reading the logits reuses a stream already cut to the read positions. Both must
-give the general path's logits and gradients, for exact patching and for a fixed delta.
+At a layer with no norm before its attention, the engine forms each receiver's q/k/v input
+projected (``ResidualStream.projected``): the shared rows are projected once, and heads that
+differ per set enter low rank, through ``W_O W_Q`` etc., never formed ``d_model``-wide;
+reading the logits reuses a stream already cut to the read positions. All must give the
+general path's logits and gradients, for exact patching and for a fixed delta, on an
+attention-only model and on one with MLPs (tracr's shape: MLPs and no norm).
 """
 
 from __future__ import annotations
@@ -14,14 +16,16 @@ import pytest
 import torch
 from transformer_lens.model_bridge import TransformerBridge
 
+import circuitreg.workers.engine.heads as heads_module
 from circuitreg.workers.engine import InterventionEngine
 from circuitreg.workers.engine.forward import run_forward
+from circuitreg.workers.engine.heads import attend_distinct
 from circuitreg.workers.engine.stream import ResidualStream
-from circuitreg.workers.engine.weights import LayerWeights
+from circuitreg.workers.engine.weights import EngineError, LayerWeights
 from circuitreg.workers.graph import ComputationalGraph
 from circuitreg.workers.tasks.induction import induction_task
 
-from .tiny_bridges import ATTN_ONLY
+from .tiny_bridges import ATTN_ONLY, WITH_MLP
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -65,28 +69,39 @@ def projected_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 
 @pytest.mark.parametrize("fixed_delta", [False, True], ids=["exact", "fixed_delta"])
-def test_projected_first_layer_equals_the_general_path(
-    fixed_delta: bool, projected_calls: list[int], monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    "config", [ATTN_ONLY, dict(WITH_MLP, normalization_type=None)], ids=["attn_only", "mlp"]
+)
+def test_projected_inputs_equal_the_general_path(
+    config: dict[str, Any],
+    fixed_delta: bool,
+    projected_calls: list[int],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    model = TransformerBridge.boot_native(ATTN_ONLY)  # no norm: layer 0 takes the shortcut
+    model = TransformerBridge.boot_native(config)  # no norm: every layer is projected
     _randomise_biases(model)
+    # In double precision the two orders of summation agree to rounding (1e-16), so a
+    # tight bound catches a lost or misplaced term that float32 rounding could hide.
+    model = model.to(torch.float64)
     graph = ComputationalGraph.from_model(model)
     task = induction_task(seq_len=5, n=6, d_vocab=40, seed=3)
     engine = InterventionEngine(model, graph, task)  # logit difference
     generator = torch.Generator().manual_seed(2)
-    patch = torch.rand(5, graph.n_edges, generator=generator)  # sets differ from layer 0
+    patch = torch.rand(5, graph.n_edges, generator=generator, dtype=torch.float64)
     short_logits, short_grad = _logits_and_grad(engine, patch, fixed_delta)
-    assert projected_calls, (
-        "the shortcut was not taken, so this compares the general path with itself"
+    # Every layer is projected; the last twice (keys and values at every position, then
+    # queries at the read positions only).
+    assert len(projected_calls) == graph.n_layers + 1, (
+        "a layer was not projected, so this compares the general path with itself"
     )
     monkeypatch.setattr(LayerWeights, "linear_qkv_input", property(lambda self: False))
     projected_calls.clear()
     general_logits, general_grad = _logits_and_grad(engine, patch, fixed_delta)
     assert not projected_calls
-    assert (short_logits - general_logits).abs().max() < 1e-5
+    assert (short_logits - general_logits).abs().max() < 1e-10
     scale = float(general_grad.abs().max())
     assert scale > 1e-3
-    assert (short_grad - general_grad).abs().max() < 1e-5 * scale
+    assert (short_grad - general_grad).abs().max() < 1e-10 * scale
 
 
 @pytest.mark.parametrize(
@@ -103,7 +118,7 @@ def test_only_a_layer_without_a_norm_takes_the_shortcut(
     assert all(layer.linear_qkv_input is shortcut for layer in engine.weights.layers)
 
 
-def test_projected_refuses_a_stream_already_widened() -> None:
+def test_a_reader_must_read_before_later_writers_are_added() -> None:
     model = TransformerBridge.boot_native(ATTN_ONLY)
     graph = ComputationalGraph.from_model(model)
     engine = InterventionEngine(model, graph, induction_task(seq_len=5, n=2, d_vocab=40, seed=3))
@@ -111,7 +126,35 @@ def test_projected_refuses_a_stream_already_widened() -> None:
     stream = ResidualStream(
         batch.embedded.unsqueeze(0), batch.ablated, None, track=True, record=False
     )
-    stream.expand(3)
-    layer = engine.weights.layers[0]
-    with pytest.raises(Exception, match="one set"):
-        stream.projected(layer.w_qkv, layer.b_qkv, torch.zeros(3, 3, 4, 1), 1)
+    stream.add(torch.zeros(graph.n_heads, 1, *batch.embedded.shape))  # layer 0's heads
+    # The stream now holds writers 0:5; a reader of the input alone came too late.
+    with pytest.raises(EngineError, match="read after 5 writers"):
+        stream.read(torch.zeros(1, 1), 1)
+
+
+@pytest.mark.parametrize("config", [ATTN_ONLY, WITH_MLP], ids=["no_norm", "layer_norm"])
+def test_attending_once_per_distinct_row_equals_attending_per_set(
+    config: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = TransformerBridge.boot_native(config).to(torch.float64)
+    _randomise_biases(model)
+    graph = ComputationalGraph.from_model(model)
+    task = induction_task(seq_len=5, n=4, d_vocab=40, seed=3)
+    engine = InterventionEngine(model, graph, task, set_batch=32)  # all 24 sets in one pass
+    generator = torch.Generator().manual_seed(8)
+    patch = (torch.rand(24, graph.n_edges, generator=generator) < 0.4).double()
+    distinct_rows: list[int] = []
+
+    def spy(*args: Any) -> torch.Tensor | None:
+        z = attend_distinct(*args)
+        distinct_rows.append(0 if z is None else 1)
+        return z
+
+    monkeypatch.setattr(heads_module, "attend_distinct", spy)
+    once = engine.evaluate(patch)
+    # 0/1 rows at layer 0: at most 8 distinct (q, k, v) per head, so 24 sets attend 8 times.
+    assert distinct_rows == [1]
+    monkeypatch.setattr(heads_module, "attend_distinct", lambda *args: None)
+    per_set = engine.evaluate(patch)
+    assert (once - per_set).abs().max() < 1e-10
+    assert per_set.std() > 1e-3  # the sets differ, so a wrong gather would show

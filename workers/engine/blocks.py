@@ -22,7 +22,7 @@ def attention(
     """Per-head attention with separate inputs per head, receiver-major: queries
     ``q_in [H, S, N, Q, d]``, keys and values ``kv_in [2, H, S, N, T, d]``.
 
-    Returns each head's output ``[H, S, N, Q, d]`` (z @ W_O, without the bias); see
+    Returns each head's ``z`` ``[H, S, N, Q, d_head]`` (``head_outputs`` applies ``W_O``); see
     ``attend`` for ``causal`` and ``query_positions``.
     """
     q = project(layer.ln1(q_in), layer.w_q, layer.b_q)
@@ -42,7 +42,8 @@ def attend(
     query_positions: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Attention from per-head queries ``q [H, S, N, Q, d_head]``, keys and values
-    ``[H, S, N, T, d_head]`` (biases included) to each head's output ``[H, S, N, Q, d]``.
+    ``[H, S, N, T, d_head]`` (biases included) to each head's ``z`` ``[H, S, N, Q, d_head]``
+    (the pattern-weighted values, before ``W_O``: the stream keeps heads low rank).
 
     ``query_positions`` ``[N, Q]`` says where the queries sit when they are not every
     position (the last layer, read only where the metric looks); ``causal`` masks keys after
@@ -66,6 +67,12 @@ def attend(
         scores = scores.masked_fill(future, float("-inf"))
     pattern = torch.softmax(scores, dim=-1).view(batch, q_len, t)
     z = torch.bmm(pattern, v.reshape(batch, t, d_head))
+    return z.view(h, s, n, q_len, d_head)
+
+
+def head_outputs(layer: LayerWeights, z: torch.Tensor) -> torch.Tensor:
+    """Each head's output ``z @ W_O`` (without the bias): ``[H, S, N, Q, d]``."""
+    h, s, n, q_len, d_head = z.shape
     out = torch.bmm(z.view(h, s * n * q_len, d_head), layer.w_o)
     return out.view(h, s, n, q_len, -1)
 

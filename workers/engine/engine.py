@@ -31,10 +31,16 @@ from circuitreg.workers.tasks.base import TaskData
 
 VERIFY_TOLERANCE = 1e-3
 # On the CPU a pass is bound by memory traffic, not by the per-pass overhead that stacking
-# amortises: once a pass's per-head q/k/v inputs ``[S, 3, H, N, T, d]`` outgrow the cache,
-# more sets per pass is slower per set (the toy, 32 prompts: 4 sets per pass 0.43 s for 256
-# sets, 64 per pass 1.43 s). On the CPU the engine stacks at most this many elements.
+# amortises: once a pass's per-head q/k/v inputs ``[3, H, S, N, T, width]`` outgrow the
+# cache, more sets per pass is slower per set (an LN model, 16 prompts: 10 sets per pass
+# 0.65 s for 256 sets, 64 per pass 1.09 s). On the CPU the engine stacks at most this many
+# elements of ``d_model``-wide inputs ...
 CPU_PASS_ELEMENTS = 2**21
+# ... or of ``d_head``-wide ones, where no layer has a norm before its attention and the inputs
+# are formed projected (``ResidualStream.projected``): a pass holds far less per set, and
+# larger passes pay (the induction toy, 32 prompts, 256 sets: 20 per pass 0.20 s, 40 per
+# pass 0.17 s, 64 per pass 0.15 s).
+CPU_PROJECTED_PASS_ELEMENTS = 2**23
 
 
 @dataclass(frozen=True)
@@ -222,9 +228,13 @@ class InterventionEngine:
         on the CPU where a larger pass would outgrow the cache (``CPU_PASS_ELEMENTS``)."""
         if self.device.type != "cpu":
             return self.set_batch
-        d_model = int(self.weights.w_e.shape[1])
-        per_set = n_examples * self.task.seq_len * 3 * self.graph.n_heads * d_model
-        return max(1, min(self.set_batch, CPU_PASS_ELEMENTS // per_set))
+        layers = self.weights.layers
+        if all(layer.linear_qkv_input for layer in layers):
+            width, budget = int(layers[0].w_q.shape[-1]), CPU_PROJECTED_PASS_ELEMENTS
+        else:
+            width, budget = int(self.weights.w_e.shape[1]), CPU_PASS_ELEMENTS
+        per_set = n_examples * self.task.seq_len * 3 * self.graph.n_heads * width
+        return max(1, min(self.set_batch, budget // per_set))
 
     @property
     def max_sets_per_pass(self) -> int:

@@ -14,10 +14,12 @@ edge attribution scores. The S sets are stacked in front of the batch, so one pa
 them all. Each reader sees a prefix of the writers (they are in topological order), so a
 layer's receivers take one matrix product per earlier writer group. Layers whose receivers
 every set patches alike (ACDC's candidates differ only late in the model) are computed once
-for all sets, and the stream is widened where the sets first differ. Where that first layer
-has no norm before its attention (tracr, the toys), its q/k/v projections are linear in the
-writers, so the shared outputs and differences are projected once and each set only mixes
-``d_head``-wide projections, not ``d_model``-wide inputs projected per set. The last layer
+for all sets, and the stream is widened where the sets first differ. Where a layer has no
+norm before its attention (tracr, the toys), its q/k/v projections are linear in the
+writers: what every set shares is projected once, and the heads whose outputs differ per set
+enter through ``z @ (W_O W_Q)`` with the coefficients folded into that ``d_head``-square
+matrix, so no set forms a ``d_model``-wide input per receiver (``ResidualStream.projected``;
+on the induction toy those inputs were the largest tensors of a pass). The last layer
 runs its queries, its MLP and the logits at the read positions only (nothing after it mixes
 positions); its keys and values still see every position.
 """
@@ -28,7 +30,8 @@ from dataclasses import dataclass
 
 import torch
 
-from circuitreg.workers.engine.blocks import attend, attention, mlp
+from circuitreg.workers.engine.blocks import attend, attention, head_outputs, mlp
+from circuitreg.workers.engine.heads import add_heads, attend_sets, receiver_inputs
 from circuitreg.workers.engine.stream import ResidualStream
 from circuitreg.workers.engine.weights import EngineError, ModelWeights
 from circuitreg.workers.graph import ComputationalGraph
@@ -99,7 +102,7 @@ def run_forward(
         widening = index == shared and n_sets > 1
         if widening:
             rows = patch
-        current = n_sets if widening else stream.resid.shape[0]
+        current = n_sets if widening else stream.sets
         q_slot = next(slots)
         for _ in range(3 * heads - 1):
             next(slots)
@@ -110,13 +113,29 @@ def run_forward(
             coeff = coeff.view(current, 3, heads, k)
         query_positions = None
         narrow = index == last and _reads_fewer_positions(stream, positions, override, record)
-        if widening and coeff is not None and layer.linear_qkv_input and not narrow:
-            # Still one set upstream and no norm: project the shared stream and differences
-            # once, then mix d_head-wide per set (``ResidualStream.projected``).
-            q, k_proj, v = stream.projected(layer.w_qkv, layer.b_qkv, coeff, k).unbind(0)
+        if coeff is not None and layer.linear_qkv_input and n_sets > 1:
+            # No norm before the attention: project the stream and the differences, never
+            # forming a d_model-wide input per set and receiver (``ResidualStream.projected``).
+            # One set takes the general path, which sums as an unpatched run does, so that
+            # patching a writer with its own value changes nothing, not even by rounding.
+            w_qkv, b_qkv = layer.w_qkv, layer.b_qkv
+            if narrow:
+                kv = stream.projected(w_qkv[1:], b_qkv[1:], coeff[:, 1:], k)
+                if widening:
+                    stream.expand(n_sets)
+                stream = stream.at(positions)
+                q = stream.projected(w_qkv[:1], b_qkv[:1], coeff[:, :1], k)[0]
+                query_positions, positions = positions, _all_positions(positions)
+                z = attend(
+                    layer, q, kv[0], kv[1], weights.attn_scale, weights.causal, query_positions
+                )
+            else:
+                z = attend_sets(stream, layer, weights, coeff, first_difference=widening)
+                if widening:
+                    stream.expand(n_sets)
+        elif widening and not narrow and coeff is not None:
+            z = attend_sets(stream, layer, weights, coeff, first_difference=True)
             stream.expand(n_sets)
-            resid_before = stream.resid
-            head_out = attend(layer, q, k_proj, v, weights.attn_scale, weights.causal)
         else:
             if widening:
                 stream.expand(n_sets)
@@ -124,32 +143,27 @@ def run_forward(
                 # Nothing after the last layer's attention mixes positions: its queries, its
                 # MLP and the logits are needed only where the metric reads; keys and values
                 # are not.
-                kv_in = _receiver_inputs(stream, coeff, 1, 3, heads, k)
+                kv_in = receiver_inputs(stream, coeff, 1, 3, heads, k)
                 stream = stream.at(positions)
-                q_in = _receiver_inputs(stream, coeff, 0, 1, heads, k)[0]
+                q_in = receiver_inputs(stream, coeff, 0, 1, heads, k)[0]
                 query_positions, positions = positions, _all_positions(positions)
             else:
-                x = _receiver_inputs(stream, coeff, 0, 3, heads, k)
+                x = receiver_inputs(stream, coeff, 0, 3, heads, k)
                 q_in, kv_in = x[0], x[1:]
-            resid_before = stream.resid
-            head_out = attention(
-                layer, q_in, kv_in, weights.attn_scale, weights.causal, query_positions
-            )
-        head_out = _apply_override(head_out, stream.count, override)
+            z = attention(layer, q_in, kv_in, weights.attn_scale, weights.causal, query_positions)
         mlp_slot = None if graph.attn_only else next(slots)
         if mlp_slot is not None and graph.parallel_attn_mlp:
-            mlp_in = _mlp_input(
-                resid_before, mlp_slot.edge_start, len(mlp_slot.writers), rows, stream
-            )
-        stream.add(head_out, layer.b_o)
+            mlp_in = _mlp_input(stream, mlp_slot.edge_start, len(mlp_slot.writers), rows)
+        if override is not None and override.start == stream.count:
+            stream.add(_apply_override(head_outputs(layer, z), stream.count, override), layer.b_o)
+        else:
+            add_heads(stream, weights, index, z, graph.attn_only)
         if mlp_slot is not None:
             if not graph.parallel_attn_mlp:
-                mlp_in = _mlp_input(
-                    stream.resid, mlp_slot.edge_start, len(mlp_slot.writers), rows, stream
-                )
+                mlp_in = _mlp_input(stream, mlp_slot.edge_start, len(mlp_slot.writers), rows)
             mlp_out = _apply_override(mlp(layer, mlp_in).unsqueeze(0), stream.count, override)
             stream.add(mlp_out)
-    if stream.resid.shape[0] != n_sets:
+    if stream.sets != n_sets:
         stream.expand(n_sets)
     logits_slot = next(slots)
     return ForwardOutput(
@@ -158,21 +172,12 @@ def run_forward(
     )
 
 
-def _receiver_inputs(
-    stream: ResidualStream, coeff: torch.Tensor | None, lo: int, hi: int, heads: int, k: int
-) -> torch.Tensor:
-    """Inputs ``[hi - lo, H, S, N, T, d]`` of a layer's q (0), k (1) or v (2) receivers."""
-    if coeff is None:
-        return stream.resid.expand(hi - lo, heads, *stream.resid.shape)
-    return stream.shifted(stream.resid, coeff[:, lo:hi], k)
-
-
 def _reads_fewer_positions(
     stream: ResidualStream, positions: torch.Tensor, override: Override | None, record: bool
 ) -> bool:
     """Whether the last layer can run at the read positions only: they are fewer than the
     prompt's, no writer output is recorded, and no override replaces a last-layer group."""
-    if record or positions.shape[1] >= stream.resid.shape[2]:
+    if record or positions.shape[1] >= stream.common.shape[2]:
         return False
     return override is None or override.start < stream.count
 
@@ -207,11 +212,13 @@ def _layer_ends(graph: ComputationalGraph) -> list[int]:
 
 
 def _mlp_input(
-    resid: torch.Tensor, edge_start: int, k: int, patch: torch.Tensor | None, stream: ResidualStream
+    stream: ResidualStream, edge_start: int, k: int, patch: torch.Tensor | None
 ) -> torch.Tensor:
+    """The MLP's input ``[S, N, T, d]`` from the stream as it stands (in a parallel block,
+    before the heads of its own layer are added)."""
     if patch is None:
-        return resid
-    return stream.shifted(resid, patch[:, edge_start : edge_start + k], k)
+        return stream.resid
+    return stream.read(patch[:, edge_start : edge_start + k], k)
 
 
 def _apply_override(outputs: torch.Tensor, start: int, override: Override | None) -> torch.Tensor:
@@ -237,7 +244,8 @@ def _read_logits(
     """Logits ``[S, N, P, V]`` read at ``positions``; only those positions are unembedded."""
     if not stream.narrowed:
         stream = stream.at(positions, adds_follow=False)
-    resid = stream.resid  # [S, N, P, d]
-    if patch is not None:
-        resid = resid + stream.mixed(patch[:, edge_start : edge_start + stream.count])
+    if patch is None:
+        resid = stream.resid  # [S, N, P, d]
+    else:
+        resid = stream.read(patch[:, edge_start : edge_start + stream.count], stream.count)
     return weights.ln_final(resid) @ weights.w_u + weights.b_u

@@ -1,5 +1,5 @@
-"""The residual stream of the engine's forward pass: writer outputs, their sum, and the
-per-group differences that edge interventions add to each reader's input.
+"""The residual stream of the engine's forward pass: its writer groups, their sum, and each
+reader's input under edge interventions (``d_model``-wide, or already projected).
 
 Kept apart from the layer loop in ``forward.py`` (which decides what each reader receives)
 because this is where the memory layout lives: see ``ResidualStream``.
@@ -10,16 +10,21 @@ from __future__ import annotations
 import torch
 
 from circuitreg.workers.engine.blocks import at_positions
+from circuitreg.workers.engine.groups import WriterGroup, narrowed_at
 from circuitreg.workers.engine.weights import EngineError
 
 
 class ResidualStream:
-    """Writer outputs so far, their running sum, and each group's patch difference.
+    """The writers so far as groups (``WriterGroup``), each stored once, writer-major, so
+    every later reader's intervention is one matrix product per group.
 
-    A group is the writers produced together (the input, a layer's heads, an MLP). When it is
-    added, its difference ``ablated - output`` (exact) or its fixed ``delta`` is stored once,
-    writer-major (``[g, S, N, T, d]``), so every later reader's intervention is one matrix
-    product per group and nothing is concatenated or copied again.
+    The stream itself is kept as the ``common`` part every set shares (the outputs of the
+    shared groups and every bias) plus the outputs of the per-set groups; ``resid`` sums them
+    only when a reader needs the ``d_model``-wide stream. A reader's input is
+    ``common + sum_w c_w row_w + sum_(per-set w) a_w output_w`` with ``a = 1 - c`` (exact)
+    or 1 (fixed delta): the patch difference of a per-set writer is never formed per set
+    unless a reader with a norm needs its input ``d_model``-wide for every receiver
+    (``shifted``).
     """
 
     def __init__(
@@ -31,138 +36,209 @@ class ResidualStream:
         record: bool,
     ) -> None:
         self.ablated, self.delta, self.track, self.record = ablated, delta, track, record
+        self.exact = delta is None  # patches bring the ablated outputs, not a fixed delta
         self.outputs: list[torch.Tensor] = []
-        self.diffs: list[tuple[int, int, torch.Tensor]] = []
+        self.groups: list[WriterGroup] = []
         self.count = 0
+        self.sets = 1
         self.narrowed = False  # True once cut to the read positions (``at``)
-        self.resid = torch.zeros_like(first)
+        self.common = torch.zeros_like(first)  # [1, N, T, d]
+        # The per-set groups' outputs summed so far, and how many groups that covers:
+        # ``resid`` adds only the groups that came since.
+        self._per_set_cache: tuple[torch.Tensor | None, int] = (None, 0)
         self.add(first.unsqueeze(0))
+
+    # -- adding writers -------------------------------------------------------------------
 
     def add(self, outputs: torch.Tensor, bias: torch.Tensor | None = None) -> None:
         """Append a group of writer outputs ``[g, S, N, T, d]``."""
         lo, hi = self.count, self.count + outputs.shape[0]
         if self.record:
             self.outputs.append(outputs)
+        shared = outputs.shape[1] == 1 or outputs.stride(1) == 0
         if self.track:
-            if self.delta is not None:  # fixed: [g, N|1, T, d], shared by every set
-                diff = self.delta[..., lo:hi, :].permute(2, 0, 1, 3)
-            elif self.ablated is not None:  # exact: [g, S, N, T, d]
-                diff = self.ablated[..., lo:hi, :].permute(2, 0, 1, 3).unsqueeze(1) - outputs
+            row = self._row(lo, hi)
+            if shared and self.exact:
+                self.groups.append(WriterGroup(lo, hi, (row - outputs[:, 0]).contiguous()))
+            elif shared:
+                self.groups.append(WriterGroup(lo, hi, row))
             else:
-                raise EngineError("patching needs the ablated writer outputs or a fixed delta")
-            self.diffs.append((lo, hi, diff.contiguous()))
-        self.count = hi
-        # A one-writer group (an MLP, a one-head layer) needs no reduction: a sum would
-        # zero-fill and copy a buffer the size of the stream.
-        total = outputs[0] if outputs.shape[0] == 1 else outputs.sum(0)
-        self.resid = self.resid + total
+                self.groups.append(WriterGroup(lo, hi, row, outputs=outputs))
+        if shared or not self.track:
+            # A one-writer group (an MLP, the input) needs no reduction: a sum would
+            # zero-fill and copy a buffer the size of the stream.
+            one = outputs[:, :1]
+            self.common = self.common + (one[0] if one.shape[0] == 1 else one.sum(0))
+        self._added(hi, bias)
+
+    def add_heads(
+        self, z: torch.Tensor, w_o: torch.Tensor, bias: torch.Tensor, form_outputs: bool
+    ) -> None:
+        """Append a layer's heads from their ``z`` ``[g, S, N, T, d_head]`` (heads first, as
+        attention gives them) and ``w_o`` ``[g, d_head, d]``.
+
+        Heads that differ per set keep their ``z``, which readers with no norm project
+        through ``W_O W_Q`` etc. Their ``d_model``-wide outputs are formed at once with
+        ``form_outputs`` (an MLP follows), else only if a reader needs them (the induction
+        toy: only the logits, at the read positions)."""
+        g, s, n, t, d_head = z.shape
+        outputs = None
+        if form_outputs or s == 1 or self.record or not self.track:
+            outputs = torch.bmm(z.view(g, s * n * t, d_head), w_o).view(g, s, n, t, -1)
+            if s == 1 or self.record or not self.track:
+                self.add(outputs, bias)
+                return
+        lo, hi = self.count, self.count + g
+        by_position = z.permute(1, 2, 3, 0, 4).reshape(s, n, t, g * d_head)
+        self.groups.append(
+            WriterGroup(lo, hi, self._row(lo, hi), z=by_position, w_o=w_o, outputs=outputs)
+        )
+        self._added(hi, bias)
+
+    def _added(self, count: int, bias: torch.Tensor | None) -> None:
+        self.count = count
         if bias is not None:
-            self.resid = self.resid + bias
+            self.common = self.common + bias
 
-    def shifted(self, base: torch.Tensor, coeff: torch.Tensor, k: int) -> torch.Tensor:
-        """``base`` plus the sum over writers ``0:k`` of coefficient x difference.
+    def _row(self, lo: int, hi: int) -> torch.Tensor:
+        """What a patch brings for writers ``lo:hi`` (ablated outputs or the fixed delta),
+        ``[g, N|1, T, d]``."""
+        source = self.ablated if self.exact else self.delta
+        if source is None:
+            raise EngineError("patching needs the ablated writer outputs or a fixed delta")
+        return source[..., lo:hi, :].permute(2, 0, 1, 3)
 
-        ``coeff`` is ``[S, *R, k]`` (``R``: the receiver dims, e.g. ``(3, H)`` for a layer's
-        q/k/v inputs); ``base`` ``[S, N, T, d]`` broadcasts to the returned
-        ``[*R, S, N, T, d]``. Each group is one (batched) matrix product accumulated in place
-        into a single buffer: these passes are bound by memory traffic, and a fresh tensor per
-        group and per sum doubled it (the profile of tracr ``reverse``, whose groups are
-        single heads). A group every set shares (computed before the sets first differ) is
-        one plain product for all sets and receivers.
+    def expand(self, n_sets: int) -> None:
+        """Widen a single-set stream to ``n_sets`` identical sets (views, no copies); its
+        groups are all shared, so they keep no sets axis."""
+        self.sets = n_sets
+        self.outputs = [o.expand(o.shape[0], n_sets, *o.shape[2:]) for o in self.outputs]
+
+    # -- reading --------------------------------------------------------------------------
+
+    @property
+    def resid(self) -> torch.Tensor:
+        """The stream ``[S, N, T, d]``: the common part plus every per-set group's outputs."""
+        total, included = self._per_set_cache
+        for group in self.groups[included:]:
+            if group.per_set:
+                total = group.summed() if total is None else total + group.summed()
+        self._per_set_cache = (total, len(self.groups))
+        resid = self.common if total is None else self.common + total
+        resid = resid.expand(self.sets, *resid.shape[1:])
+        return resid
+
+    def read(self, coeff: torch.Tensor, k: int) -> torch.Tensor:
+        """One reader's input (an MLP, the logits) per set, ``coeff [S, k]`` -> ``[S, N, T, d]``:
+        ``common + sum_w c_w row_w + sum_(per-set w) a_w output_w``."""
+        groups = self._groups_before(k)
+        _, n, t, d = self.common.shape
+        rows = torch.cat([group.row.expand(-1, n, t, d) for group in groups]).reshape(k, -1)
+        out = torch.addmm(self.common.reshape(1, -1), coeff, rows)  # [S, N*T*d]
+        for group in groups:
+            if not group.per_set:
+                continue
+            weight = self._own_weight(coeff[:, group.lo : group.hi])  # [S, g]
+            if group.outputs is None:  # heads not formed: through W_O
+                out += group.weighted_sum(weight).view(out.shape)
+            else:  # accumulated in place, one product per set
+                g, s = group.outputs.shape[:2]
+                by_set = group.outputs.view(g, s, -1).transpose(0, 1)
+                out.unsqueeze(1).baddbmm_(weight.unsqueeze(1), by_set)
+        return out.view(-1, n, t, d)
+
+    def _own_weight(self, c: torch.Tensor) -> torch.Tensor:
+        """What a per-set writer's own output is weighted by in its reader: ``1 - c`` when the
+        patch replaces it (exact), 1 when a fixed delta is added to it."""
+        return 1.0 - c if self.exact else torch.ones_like(c)
+
+    def shifted(self, coeff: torch.Tensor, k: int) -> torch.Tensor:
+        """Every receiver's ``d_model``-wide input (for receivers behind a norm):
+        ``coeff [S, *R, k]`` (``R``: the receiver dims, e.g. ``(3, H)`` for a layer's q/k/v
+        inputs) -> ``[*R, S, N, T, d]``, the stream plus coefficient x difference over writers
+        ``0:k``.
+
+        Each group is one (batched) matrix product accumulated in place into a single
+        buffer: these passes are bound by memory traffic, and a fresh tensor per group and
+        per sum doubled it (the profile of tracr ``reverse``, whose groups are single
+        heads). A difference every set shares is one plain product for all sets and
+        receivers.
         """
-        s, n, t, d = base.shape
+        base = self.resid  # one set, or S
+        s, (n, t, d) = coeff.shape[0], base.shape[1:]
         receivers = tuple(coeff.shape[1:-1])
         r = 1
         for size in receivers:
             r *= size
-        # A fresh buffer (never a view of ``base``: it is written in place below).
         out = torch.empty(*receivers, s, n, t, d, dtype=base.dtype, device=base.device)
         out.view(r, s, n, t, d).copy_(base.expand(r, s, n, t, d))
         flat = out.view(r, s, n * t * d)
         by_set = coeff.reshape(s, r, k)
         by_receiver = by_set.transpose(0, 1)  # [R, S, k]
-        for lo, hi, diff in self._groups_before(k):
-            g = hi - lo
-            shared = _shared(diff)
-            if shared is not None:
-                shared = shared.expand(g, n, t, d).reshape(g, n * t * d)
-                flat.view(r * s, n * t * d).addmm_(
-                    by_receiver[..., lo:hi].reshape(r * s, g), shared
-                )
-            else:  # exact [g, S, N, T, d]: one product per set
+        for group in self._groups_before(k):
+            lo, hi, g = group.lo, group.hi, group.hi - group.lo
+            if group.per_set and self.exact:  # ablated minus own outputs, [g, S, N, T, d]
+                diff = group.per_set_diff()
                 flat.transpose(0, 1).baddbmm_(
                     by_set[..., lo:hi], diff.view(g, s, n * t * d).transpose(0, 1)
+                )
+            else:
+                shared = group.row.expand(g, n, t, d).reshape(g, n * t * d)
+                flat.view(r * s, n * t * d).addmm_(
+                    by_receiver[..., lo:hi].reshape(r * s, g), shared
                 )
         return out
 
     def projected(
         self, weight: torch.Tensor, bias: torch.Tensor, coeff: torch.Tensor, k: int
     ) -> torch.Tensor:
-        """What ``shifted`` gives, already through a linear map: ``weight [*R, d, e]`` and
-        ``bias [*R, e]`` per receiver, ``coeff [S, *R, k]``; returns ``[*R, S, N, T, e]``.
+        """Every receiver's input already through a linear map, for receivers with no norm
+        before them: ``weight [*R, d, e]`` and ``bias [*R, e]`` per receiver,
+        ``coeff [S, *R, k]``; returns ``[*R, S, N, T, e]``.
 
-        Only for a stream of one set (every group shared, before the sets differ) and a map
-        with no norm before it. Then each receiver's ``x W`` is ``out W + sum c (diff W)``:
-        the stream and its differences are projected once, and each set mixes ``e``-wide
-        projections instead of ``d``-wide inputs that it then projects itself.
+        The common part and every writer's row (the same for all sets) are projected once
+        and mixed ``e``-wide; a per-set group, ``left @ right``, enters as
+        ``left @ (a right W)``, its weights ``a`` folded into the small matrix ``right W``
+        (``W_O W_Q`` etc. for heads: ``d_head`` square). No set or receiver forms a
+        ``d_model``-wide input: on the induction toy that input was the largest tensor of a
+        pass.
         """
-        if self.resid.shape[0] != 1:
-            raise EngineError("projected inputs need a stream of one set")
-        _, n, t, d = self.resid.shape
         s, receivers = coeff.shape[0], tuple(coeff.shape[1:-1])
+        _, n, t, d = self.common.shape
         e = weight.shape[-1]
         flat_weight = weight.reshape(-1, d, e)  # [R, d, e]
         r = flat_weight.shape[0]
-        parts = [self.resid]
-        for lo, hi, diff in self._groups_before(k):
-            shared = _shared(diff)
-            assert shared is not None  # a stream of one set shares every group
-            parts.append(shared.expand(hi - lo, n, t, d))
-        inputs = torch.cat(parts).reshape(1 + k, n * t, d)  # the stream, then each diff
-        # [R, 1 + k, N*T, e]: one product for all receivers and all shared writers
-        projected = torch.einsum("wmd,rde->rwme", inputs, flat_weight)
-        base = projected[:, 0] + bias.reshape(r, 1, e)  # [R, N*T, e]
-        mix = coeff.reshape(s, r, k).transpose(0, 1)  # [R, S, k]
-        out = torch.baddbmm(
-            base.reshape(r, 1, n * t * e),
-            mix,
-            projected[:, 1:].reshape(r, k, n * t * e),
+        w_all = flat_weight.permute(1, 0, 2).reshape(d, r * e)
+        by_set = coeff.reshape(s, r, k)
+        groups = self._groups_before(k)
+        # The rows every set shares: the common part (weight 1), then each writer's row.
+        rows = torch.cat(
+            [self.common.expand(1, n, t, d)] + [group.row.expand(-1, n, t, d) for group in groups]
         )
+        # [R, 1 + k, N*T, e]: one product for all receivers and every shared row
+        projected_rows = torch.einsum("wmd,rde->rwme", rows.reshape(1 + k, n * t, d), flat_weight)
+        projected_rows[:, 0] += bias.reshape(r, 1, e)
+        mix = torch.cat([torch.ones_like(by_set[..., :1]), by_set], -1).transpose(0, 1)
+        out = torch.bmm(mix, projected_rows.reshape(r, 1 + k, n * t * e))  # [R, S, N*T*e]
+        per_set: torch.Tensor | None = None  # [S, N*T, R*e]
+        for group in groups:
+            if group.per_set:
+                weight_of = self._own_weight(by_set[..., group.lo : group.hi])  # [S, R, g]
+                term = group.projected(weight_of, w_all)
+                per_set = term if per_set is None else per_set + term
+        if per_set is not None:  # each set's own outputs, laid out receiver-first
+            out.view(r, s, n * t, e).add_(per_set.view(s, n * t, r, e).permute(2, 0, 1, 3))
         return out.view(*receivers, s, n, t, e)
 
-    def _groups_before(self, k: int) -> list[tuple[int, int, torch.Tensor]]:
-        """The stored groups among writers ``0:k`` (a reader sees a prefix of the writers)."""
-        groups = []
-        for lo, hi, diff in self.diffs:
-            if hi > k:
-                if lo < k:
-                    raise EngineError(f"reader boundary {k} splits writer group {lo}:{hi}")
-                break
-            groups.append((lo, hi, diff))
-        return groups
+    def _groups_before(self, k: int) -> list[WriterGroup]:
+        """The groups of writers ``0:k``, which must be every group so far: the common part
+        and the stream hold all of them, so a reader is read before later writers are
+        added."""
+        if k != self.count:
+            raise EngineError(f"a reader of writers 0:{k} read after {self.count} writers")
+        return self.groups
 
-    def mixed(self, coeff: torch.Tensor) -> torch.Tensor:
-        """Sum over all writers of coefficient x difference: ``coeff [S, W]`` ->
-        ``[S, N, T, d]`` (what the logits add to the stream; call it on a narrowed stream)."""
-        total: torch.Tensor | None = None
-        for lo, hi, diff in self.diffs:
-            shared = _shared(diff)
-            if shared is not None:
-                part = torch.einsum("sg,gntd->sntd", coeff[:, lo:hi], shared)
-            else:  # exact [g, S, N, T, d]
-                part = torch.einsum("sg,gsntd->sntd", coeff[:, lo:hi], diff)
-            total = part if total is None else total + part
-        assert total is not None
-        return total
-
-    def expand(self, n_sets: int) -> None:
-        """Widen a single-set stream to ``n_sets`` identical sets (views, no copies)."""
-        self.resid = self.resid.expand(n_sets, *self.resid.shape[1:])
-        self.outputs = [o.expand(o.shape[0], n_sets, *o.shape[2:]) for o in self.outputs]
-        self.diffs = [
-            (lo, hi, d.expand(d.shape[0], n_sets, *d.shape[2:]) if d.ndim == 5 else d)
-            for lo, hi, d in self.diffs
-        ]
+    # -- layout ---------------------------------------------------------------------------
 
     def stacked(self) -> torch.Tensor:
         """All recorded writer outputs ``[S, N, T, W, d]``."""
@@ -179,36 +255,10 @@ class ResidualStream:
             narrow.ablated = at_positions(self.ablated, 0, positions)
         if adds_follow and self.delta is not None:
             narrow.delta = at_positions(self.delta, 0, positions)
-        narrow.track, narrow.record = self.track, False
-        narrow.outputs, narrow.count = [], self.count
-        narrow.resid = _narrowed(self.resid, 0, positions)
-        # exact diffs [g, S, N, T, d] (sets on axis 1); fixed deltas [g, N|1, T, d] (none)
-        narrow.diffs = [
-            (lo, hi, _narrowed(d, 1 if d.ndim == 5 else None, positions))
-            for lo, hi, d in self.diffs
-        ]
+        narrow.exact, narrow.track, narrow.record = self.exact, self.track, False
+        narrow.outputs, narrow.count, narrow.sets = [], self.count, self.sets
+        narrow.common = narrowed_at(self.common, None, positions)
+        narrow.groups = [group.narrowed(positions) for group in self.groups]
+        narrow._per_set_cache = (None, 0)
         narrow.narrowed = True
         return narrow
-
-
-def _shared(diff: torch.Tensor) -> torch.Tensor | None:
-    """The one difference ``[g, N|1, T, d]`` every set shares, or None when each set has its
-    own: a fixed delta is shared, and so is an exact difference ``[g, S, N, T, d]`` of one set
-    or expanded from one (computed before the sets first differ)."""
-    if diff.ndim == 4:
-        return diff
-    if diff.shape[1] == 1 or diff.stride(1) == 0:
-        return diff[:, 0]
-    return None
-
-
-def _narrowed(values: torch.Tensor, sets_axis: int | None, positions: torch.Tensor) -> torch.Tensor:
-    """``at_positions`` (the example axis is third from last) for a tensor whose sets axis
-    may be an expanded view of one set: that one is narrowed once and expanded again, not
-    copied for every set."""
-    if sets_axis is not None and values.shape[sets_axis] > 1 and values.stride(sets_axis) == 0:
-        one = at_positions(values.narrow(sets_axis, 0, 1), values.ndim - 3, positions)
-        shape = list(one.shape)
-        shape[sets_axis] = values.shape[sets_axis]
-        return one.expand(shape)
-    return at_positions(values, values.ndim - 3, positions)
