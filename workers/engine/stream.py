@@ -130,8 +130,15 @@ class ResidualStream:
 
     def read(self, coeff: torch.Tensor, k: int) -> torch.Tensor:
         """One reader's input (an MLP, the logits) per set, ``coeff [S, k]`` -> ``[S, N, T, d]``:
-        ``common + sum_w c_w row_w + sum_(per-set w) a_w output_w``."""
+        ``common + sum_w c_w row_w + sum_(per-set w) a_w output_w``.
+
+        Where every per-set group is already ``d_model``-wide (a model with MLPs or norms:
+        its normed readers need the per-set differences anyway) this is ``shifted``'s stream
+        plus differences, which reuses them; the rows and weights here pay where heads are
+        still low rank (the induction toy's logits)."""
         groups = self._groups_before(k)
+        if not self.exact or all(g.outputs is not None for g in groups if g.per_set):
+            return self.shifted(coeff.unsqueeze(1), k)[0]
         _, n, t, d = self.common.shape
         rows = torch.cat([group.row.expand(-1, n, t, d) for group in groups]).reshape(k, -1)
         out = torch.addmm(self.common.reshape(1, -1), coeff, rows)  # [S, N*T*d]
