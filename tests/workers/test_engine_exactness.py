@@ -191,6 +191,19 @@ def test_cpu_passes_are_capped_by_the_cache_budget_with_the_same_results(
     assert engine.max_sets_per_pass == 1  # at least one set per pass
 
 
+def test_cpu_passes_without_a_norm_are_budgeted_d_head_wide(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    model = TransformerBridge.boot_native(ATTN_ONLY)  # no norm: inputs are formed projected
+    graph = ComputationalGraph.from_model(model)
+    task = induction_task(seq_len=5, n=6, d_vocab=40, seed=0)
+    engine = InterventionEngine(model, graph, task, set_batch=64)
+    per_set = task.n_examples * task.seq_len * 3 * graph.n_heads * int(model.cfg.d_head)
+    monkeypatch.setattr(engine_module, "CPU_PROJECTED_PASS_ELEMENTS", per_set * 7)
+    monkeypatch.setattr(engine_module, "CPU_PASS_ELEMENTS", 1)  # not the budget used here
+    assert engine.sets_per_pass(task.n_examples) == 7
+
+
 def test_a_run_of_more_rows_than_a_pass_holds_is_split_with_the_same_logits_and_gradients(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

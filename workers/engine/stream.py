@@ -22,8 +22,10 @@ class ResidualStream:
     shared groups and every bias) plus the outputs of the per-set groups; ``resid`` sums them
     only when a reader needs the ``d_model``-wide stream. A reader's input is
     ``common + sum_w c_w row_w + sum_(per-set w) a_w output_w`` with ``a = 1 - c`` (exact)
-    or 1 (fixed delta): the patch difference of a per-set writer is never formed per set
-    unless a reader with a norm needs its input ``d_model``-wide for every receiver
+    or 1 (fixed delta). Readers with no norm take it projected (``projected``), and the
+    low-rank heads of attention-only models never form a ``d_model``-wide output except at
+    the read positions (``read``); readers behind a norm, and every reader of a model whose
+    per-set outputs are already formed (MLPs), take the stream plus per-set differences
     (``shifted``).
     """
 
