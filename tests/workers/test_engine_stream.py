@@ -19,6 +19,7 @@ from transformer_lens.model_bridge import TransformerBridge
 import circuitreg.workers.engine.heads as heads_module
 from circuitreg.workers.engine import InterventionEngine
 from circuitreg.workers.engine.forward import run_forward
+from circuitreg.workers.engine.groups import WriterGroup
 from circuitreg.workers.engine.heads import attend_distinct
 from circuitreg.workers.engine.stream import ResidualStream
 from circuitreg.workers.engine.weights import EngineError, LayerWeights
@@ -158,3 +159,19 @@ def test_attending_once_per_distinct_row_equals_attending_per_set(
     per_set = engine.evaluate(patch)
     assert (once - per_set).abs().max() < 1e-10
     assert per_set.std() > 1e-3  # the sets differ, so a wrong gather would show
+
+
+def test_a_low_rank_head_group_sums_as_its_formed_outputs_do() -> None:
+    generator = torch.Generator().manual_seed(11)
+    z = torch.randn(3, 2, 5, 4 * 6, generator=generator, dtype=torch.float64)  # [S, N, T, g*dh]
+    w_o = torch.randn(4, 6, 10, generator=generator, dtype=torch.float64)  # [g, dh, d]
+    row = torch.zeros(4, 2, 5, 10, dtype=torch.float64)
+    low_rank = WriterGroup(0, 4, row, z=z, w_o=w_o)
+    formed = WriterGroup(0, 4, row, outputs=low_rank.full_outputs().clone())
+    # each head's output by hand: head h reads its own d_head slice of z
+    by_hand = torch.einsum("sntgh,ghd->gsntd", z.view(3, 2, 5, 4, 6), w_o)
+    assert torch.allclose(formed.outputs, by_hand)
+    weight = torch.rand(3, 4, generator=generator, dtype=torch.float64)
+    fresh = WriterGroup(0, 4, row, z=z, w_o=w_o)  # outputs not formed: through W_O
+    assert torch.allclose(fresh.weighted_sum(weight), formed.weighted_sum(weight))
+    assert torch.allclose(fresh.summed(), formed.summed())

@@ -70,10 +70,11 @@ def attend(
     return z.view(h, s, n, q_len, d_head)
 
 
-def head_outputs(layer: LayerWeights, z: torch.Tensor) -> torch.Tensor:
-    """Each head's output ``z @ W_O`` (without the bias): ``[H, S, N, Q, d]``."""
+def head_outputs(z: torch.Tensor, w_o: torch.Tensor) -> torch.Tensor:
+    """Each head's output ``z @ W_O`` (without the bias) from ``z [H, S, N, Q, d_head]`` and
+    ``w_o [H, d_head, d]``: ``[H, S, N, Q, d]``."""
     h, s, n, q_len, d_head = z.shape
-    out = torch.bmm(z.view(h, s * n * q_len, d_head), layer.w_o)
+    out = torch.bmm(z.reshape(h, s * n * q_len, d_head), w_o)
     return out.view(h, s, n, q_len, -1)
 
 

@@ -32,14 +32,16 @@ from circuitreg.workers.tasks.base import TaskData
 VERIFY_TOLERANCE = 1e-3
 # On the CPU a pass is bound by memory traffic, not by the per-pass overhead that stacking
 # amortises: once a pass's per-head q/k/v inputs ``[3, H, S, N, T, width]`` outgrow the
-# cache, more sets per pass is slower per set (an LN model, 16 prompts: 10 sets per pass
-# 0.65 s for 256 sets, 64 per pass 1.09 s). On the CPU the engine stacks at most this many
+# cache, more sets per pass is slower per set. Measured on the induction toy when its inputs
+# were still formed ``d_model`` wide (32 prompts, 256 sets): 4 per pass 0.43 s, 64 per pass
+# 1.43 s. (The 4-layer LN model, 16 prompts, now gives 10 and 64 per pass alike, 0.78-0.92 s
+# and 0.76-0.89 s: too small to tell.) On the CPU the engine stacks at most this many
 # elements of ``d_model``-wide inputs ...
 CPU_PASS_ELEMENTS = 2**21
 # ... or of ``d_head``-wide ones, where no layer has a norm before its attention and the inputs
 # are formed projected (``ResidualStream.projected``): a pass holds far less per set, and
-# larger passes pay (the induction toy, 32 prompts, 256 sets: 20 per pass 0.20 s, 40 per
-# pass 0.17 s, 64 per pass 0.15 s).
+# larger passes pay (the induction toy, 32 prompts, 256 sets, two runs: 20 per pass
+# 0.13-0.14 s, 40 per pass 0.11-0.12 s, 64 per pass 0.10-0.11 s).
 CPU_PROJECTED_PASS_ELEMENTS = 2**23
 
 

@@ -155,7 +155,9 @@ def run_forward(
         if mlp_slot is not None and graph.parallel_attn_mlp:
             mlp_in = _mlp_input(stream, mlp_slot.edge_start, len(mlp_slot.writers), rows)
         if override is not None and override.start == stream.count:
-            stream.add(_apply_override(head_outputs(layer, z), stream.count, override), layer.b_o)
+            stream.add(
+                _apply_override(head_outputs(z, layer.w_o), stream.count, override), layer.b_o
+            )
         else:
             add_heads(stream, weights, index, z, graph.attn_only)
         if mlp_slot is not None:

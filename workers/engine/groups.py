@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from circuitreg.workers.engine.blocks import at_positions
+from circuitreg.workers.engine.blocks import at_positions, head_outputs
 
 
 @dataclass
@@ -47,14 +47,14 @@ class WriterGroup:
         if self.outputs is None:
             assert self.z is not None and self.w_o is not None
             s, n, t, _ = self.z.shape
-            g, d_head, d = self.w_o.shape
-            heads_first = self.z.view(s * n * t, g, d_head).transpose(0, 1)
-            self.outputs = torch.bmm(heads_first, self.w_o).view(g, s, n, t, d)
+            g, d_head, _ = self.w_o.shape
+            heads_first = self.z.view(s, n, t, g, d_head).permute(3, 0, 1, 2, 4)
+            self.outputs = head_outputs(heads_first, self.w_o)
         return self.outputs
 
     def weighted_sum(self, weight: torch.Tensor) -> torch.Tensor:
         """``sum_w weight[s, w] * output_w[s]`` for ``weight [S, g]``: ``[S, N, T, d]`` (for
-        heads not yet formed, one product through ``W_O``)."""
+        heads not yet formed, one product through ``W_O``; else one product per set)."""
         if self.outputs is None and self.z is not None and self.w_o is not None:
             s, n, t, width = self.z.shape
             g, d_head, d = self.w_o.shape
@@ -110,21 +110,9 @@ class WriterGroup:
 
     def narrowed(self, positions: torch.Tensor) -> WriterGroup:
         """This group at each example's ``positions [N, P]`` (heads narrow their ``z``)."""
-        row = narrowed_at(self.row, None, positions)
-        z = None if self.z is None else at_positions(self.z, 1, positions)
-        outputs = None if self.outputs is None else narrowed_at(self.outputs, 1, positions)
+        # Per-set outputs are never an expanded view of one set (those are shared, in the
+        # stream's common part), so each is gathered as it is.
+        row = at_positions(self.row, 1, positions)  # [g, N|1, T, d]
+        z = None if self.z is None else at_positions(self.z, 1, positions)  # [S, N, T, w]
+        outputs = None if self.outputs is None else at_positions(self.outputs, 2, positions)
         return WriterGroup(self.lo, self.hi, row, z=z, w_o=self.w_o, outputs=outputs)
-
-
-def narrowed_at(
-    values: torch.Tensor, sets_axis: int | None, positions: torch.Tensor
-) -> torch.Tensor:
-    """``at_positions`` (the example axis is third from last) for a tensor whose sets axis
-    may be an expanded view of one set: that one is narrowed once and expanded again, not
-    copied for every set."""
-    if sets_axis is not None and values.shape[sets_axis] > 1 and values.stride(sets_axis) == 0:
-        one = at_positions(values.narrow(sets_axis, 0, 1), values.ndim - 3, positions)
-        shape = list(one.shape)
-        shape[sets_axis] = values.shape[sets_axis]
-        return one.expand(shape)
-    return at_positions(values, values.ndim - 3, positions)

@@ -76,7 +76,7 @@ def add_heads(
     layer, following = weights.layers[index], weights.layers[index + 1 :]
     linear_later = [later.linear_qkv_input for later in following]
     if not (any(linear_later) or (attn_only and not following)):
-        stream.add(head_outputs(layer, z), layer.b_o)
+        stream.add(head_outputs(z, layer.w_o), layer.b_o)
         return
     stream.add_heads(z, layer.w_o, layer.b_o, form_outputs=not (attn_only and all(linear_later)))
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from circuitreg.workers.engine.blocks import at_positions
-from circuitreg.workers.engine.groups import WriterGroup, narrowed_at
+from circuitreg.workers.engine.blocks import at_positions, head_outputs
+from circuitreg.workers.engine.groups import WriterGroup
 from circuitreg.workers.engine.weights import EngineError
 
 
@@ -86,7 +86,7 @@ class ResidualStream:
         g, s, n, t, d_head = z.shape
         outputs = None
         if form_outputs or s == 1 or self.record or not self.track:
-            outputs = torch.bmm(z.view(g, s * n * t, d_head), w_o).view(g, s, n, t, -1)
+            outputs = head_outputs(z, w_o)
             if s == 1 or self.record or not self.track:
                 self.add(outputs, bias)
                 return
@@ -148,12 +148,7 @@ class ResidualStream:
             if not group.per_set:
                 continue
             weight = self._own_weight(coeff[:, group.lo : group.hi])  # [S, g]
-            if group.outputs is None:  # heads not formed: through W_O
-                out += group.weighted_sum(weight).view(out.shape)
-            else:  # accumulated in place, one product per set
-                g, s = group.outputs.shape[:2]
-                by_set = group.outputs.view(g, s, -1).transpose(0, 1)
-                out.unsqueeze(1).baddbmm_(weight.unsqueeze(1), by_set)
+            out += group.weighted_sum(weight).view(out.shape)
         return out.view(-1, n, t, d)
 
     def _own_weight(self, c: torch.Tensor) -> torch.Tensor:
@@ -266,7 +261,7 @@ class ResidualStream:
             narrow.delta = at_positions(self.delta, 0, positions)
         narrow.exact, narrow.track, narrow.record = self.exact, self.track, False
         narrow.outputs, narrow.count, narrow.sets = [], self.count, self.sets
-        narrow.common = narrowed_at(self.common, None, positions)
+        narrow.common = at_positions(self.common, 1, positions)
         narrow.groups = [group.narrowed(positions) for group in self.groups]
         narrow._per_set_cache = (None, 0)
         narrow.narrowed = True
