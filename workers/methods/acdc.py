@@ -31,7 +31,7 @@ import torch
 from circuitreg.workers.engine import InterventionEngine
 from circuitreg.workers.graph import ComputationalGraph
 from circuitreg.workers.methods.base import ConfigError, MethodConfig, ProgressFn, ScoreResult
-from circuitreg.workers.metrics import MetricFn
+from circuitreg.workers.metrics import MetricFn, within_rounding
 from circuitreg.workers.tasks.base import TaskData
 
 
@@ -80,7 +80,7 @@ class _Pruner:
         if config.relative_tau:
             empty = float(engine.evaluate_circuits(torch.zeros(1, self.graph.n_edges))[0])
             full_effect = abs(self.current - empty)
-            if full_effect <= 1e-9:
+            if within_rounding(self.current, empty):
                 raise ConfigError(
                     f"relative_tau: the full effect |{engine.metric.name}(model) - "
                     f"{engine.metric.name}(no edges)| is {full_effect:.2g}, 0 up to rounding, with "

@@ -53,6 +53,7 @@ from circuitreg.workers.graph import ComputationalGraph
 from circuitreg.workers.methods.base import ConfigError, ProgressFn, ScoreResult
 from circuitreg.workers.methods.masks_config import MaskPruningConfig
 from circuitreg.workers.methods.masks_param import deterministic_mask, make_distribution
+from circuitreg.workers.metrics import within_rounding
 from circuitreg.workers.tasks.base import TaskData
 
 if TYPE_CHECKING:
@@ -162,7 +163,7 @@ UNFAITHFUL_BELOW = 0.5
 def _recovered_fraction(circuit: float, clean: float, ablated: float) -> float | None:
     """How much of the clean-vs-ablated metric gap the circuit keeps (None: no gap)."""
     gap = clean - ablated
-    return None if abs(gap) <= 1e-9 else (circuit - ablated) / gap
+    return None if within_rounding(clean, ablated) else (circuit - ablated) / gap
 
 
 def _unfaithful_warning(
