@@ -175,3 +175,50 @@ def test_a_low_rank_head_group_sums_as_its_formed_outputs_do() -> None:
     fresh = WriterGroup(0, 4, row, z=z, w_o=w_o)  # outputs not formed: through W_O
     assert torch.allclose(fresh.weighted_sum(weight), formed.weighted_sum(weight))
     assert torch.allclose(fresh.summed(), formed.summed())
+
+
+@pytest.mark.parametrize("fixed_delta", [False, True], ids=["exact", "fixed_delta"])
+def test_readers_behind_a_norm_mix_the_buffered_outputs_as_one_product_per_group_does(
+    fixed_delta: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Three layers with norms and MLPs: the last layer's receivers read six per-set groups.
+    model = TransformerBridge.boot_native(dict(WITH_MLP, n_layers=3)).to(torch.float64)
+    _randomise_biases(model)
+    graph = ComputationalGraph.from_model(model)
+    engine = InterventionEngine(model, graph, induction_task(seq_len=5, n=4, d_vocab=40, seed=3))
+    batch = next(engine.batches())
+    patch = torch.rand(5, graph.n_edges, generator=torch.Generator().manual_seed(4)).double()
+
+    def logits() -> torch.Tensor:
+        with torch.no_grad():
+            return run_forward(
+                engine.weights, graph, batch.embedded, batch.task.positions, patch=patch,
+                ablated=None if fixed_delta else batch.ablated,
+                delta=batch.delta if fixed_delta else None,
+            ).logits  # fmt: skip
+
+    runs: list[int] = []
+    per_set_runs = ResidualStream._per_set_runs
+
+    def spy(self: ResidualStream, *args: Any, **kwargs: Any) -> Any:
+        out = per_set_runs(self, *args, **kwargs)
+        runs.append(sum(self._buffer is not None and o.data_ptr() == self._buffer.data_ptr()
+                        for o, _, _ in out))  # fmt: skip
+        return out
+
+    monkeypatch.setattr(ResidualStream, "_per_set_runs", spy)
+    buffered = logits()
+    assert sum(runs) >= 2 * graph.n_layers - 1, "the buffer was not read"
+    monkeypatch.setattr(ResidualStream, "slot", lambda self, *args: None)  # concatenated
+    runs.clear()
+    concatenated = logits()
+    assert not any(runs)
+
+    def one_per_group(self: ResidualStream, groups: list[WriterGroup], **kwargs: Any) -> Any:
+        return [(group.full_outputs(), group.lo, group.hi) for group in groups]
+
+    monkeypatch.setattr(ResidualStream, "_per_set_runs", one_per_group)
+    per_group = logits()
+    assert (buffered - per_group).abs().max() < 1e-10
+    assert (concatenated - per_group).abs().max() < 1e-10
+    assert per_group.std(0).max() > 1e-3  # the sets differ, so a set's outputs misplaced shows

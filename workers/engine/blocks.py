@@ -70,12 +70,17 @@ def attend(
     return z.view(h, s, n, q_len, d_head)
 
 
-def head_outputs(z: torch.Tensor, w_o: torch.Tensor) -> torch.Tensor:
+def head_outputs(
+    z: torch.Tensor, w_o: torch.Tensor, out: torch.Tensor | None = None
+) -> torch.Tensor:
     """Each head's output ``z @ W_O`` (without the bias) from ``z [H, S, N, Q, d_head]`` and
-    ``w_o [H, d_head, d]``: ``[H, S, N, Q, d]``."""
+    ``w_o [H, d_head, d]``: ``[H, S, N, Q, d]``, written into ``out`` if given (contiguous)."""
     h, s, n, q_len, d_head = z.shape
-    out = torch.bmm(z.reshape(h, s * n * q_len, d_head), w_o)
-    return out.view(h, s, n, q_len, -1)
+    flat = z.reshape(h, s * n * q_len, d_head)
+    if out is not None:
+        torch.bmm(flat, w_o, out=out.view(h, s * n * q_len, -1))
+        return out
+    return torch.bmm(flat, w_o).view(h, s, n, q_len, -1)
 
 
 def project(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:

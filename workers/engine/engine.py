@@ -34,10 +34,12 @@ VERIFY_TOLERANCE = 1e-3
 # amortises: once a pass's per-head q/k/v inputs ``[3, H, S, N, T, width]`` outgrow the
 # cache, more sets per pass is slower per set. Measured on the induction toy when its inputs
 # were still formed ``d_model`` wide (32 prompts, 256 sets): 4 per pass 0.43 s, 64 per pass
-# 1.43 s. (The 4-layer LN model, 16 prompts, now gives 10 and 64 per pass alike, 0.78-0.92 s
-# and 0.76-0.89 s: too small to tell.) On the CPU the engine stacks at most this many
+# 1.43 s. Since readers behind a norm mix every writer in one product (``shifted``), the
+# 4-layer LN model (16 prompts of 16 tokens, 256 random sets, best of 7, two sweeps) is
+# fastest at 21 per pass: 5 per pass 0.67-0.75 s, 10 per pass 0.56-0.74 s, 21 per pass
+# 0.49-0.51 s, 42 per pass 0.65-0.70 s. On the CPU the engine stacks at most this many
 # elements of ``d_model``-wide inputs ...
-CPU_PASS_ELEMENTS = 2**21
+CPU_PASS_ELEMENTS = 2**22
 # ... or of ``d_head``-wide ones, where no layer has a norm before its attention and the inputs
 # are formed projected (``ResidualStream.projected``): a pass holds far less per set, and
 # larger passes pay (the induction toy, 32 prompts, 256 sets, two runs: 20 per pass

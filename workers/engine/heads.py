@@ -76,7 +76,10 @@ def add_heads(
     layer, following = weights.layers[index], weights.layers[index + 1 :]
     linear_later = [later.linear_qkv_input for later in following]
     if not (any(linear_later) or (attn_only and not following)):
-        stream.add(head_outputs(z, layer.w_o), layer.b_o)
+        g, s, n, t, _ = z.shape
+        shape = (g, s, n, t, layer.w_o.shape[-1])
+        target = stream.slot(stream.count, stream.count + g, shape, z)
+        stream.add(head_outputs(z, layer.w_o, out=target), layer.b_o)
         return
     stream.add_heads(z, layer.w_o, layer.b_o, form_outputs=not (attn_only and all(linear_later)))
 

@@ -48,6 +48,11 @@ class ResidualStream:
         # The per-set groups' outputs summed so far, and how many groups that covers:
         # ``resid`` adds only the groups that came since.
         self._per_set_cache: tuple[torch.Tensor | None, int] = (None, 0)
+        # The per-set groups' outputs side by side, writer-major ``[W - lo, S, N, T, d]``
+        # from writer ``lo``, filled up to writer ``hi`` (``_buffered``), so a reader mixes
+        # all of them in one product (see ``shifted``).
+        self._buffer: torch.Tensor | None = None
+        self._buffered = (0, 0)
         self.add(first.unsqueeze(0))
 
     # -- adding writers -------------------------------------------------------------------
@@ -65,6 +70,7 @@ class ResidualStream:
             elif shared:
                 self.groups.append(WriterGroup(lo, hi, row))
             else:
+                outputs = self._buffered_outputs(outputs, lo, hi)
                 self.groups.append(WriterGroup(lo, hi, row, outputs=outputs))
         if shared or not self.track:
             # A one-writer group (an MLP, the input) needs no reduction: a sum would
@@ -96,6 +102,38 @@ class ResidualStream:
             WriterGroup(lo, hi, self._row(lo, hi), z=by_position, w_o=w_o, outputs=outputs)
         )
         self._added(hi, bias)
+
+    def _buffered_outputs(self, outputs: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+        """A per-set group's outputs in the stream's buffer where they extend it (a view into
+        it is returned; no copy if they were computed there, ``slot``), else as they are."""
+        view = self.slot(lo, hi, tuple(outputs.shape), outputs)
+        if view is None:
+            return outputs
+        if view.data_ptr() != outputs.data_ptr():
+            view.copy_(outputs)
+        self._buffered = (self._buffered[0], hi)
+        return view
+
+    def slot(
+        self, lo: int, hi: int, shape: tuple[int, ...], like: torch.Tensor
+    ) -> torch.Tensor | None:
+        """Where per-set outputs ``shape`` ``[g, S, N, T, d]`` of writers ``lo:hi``, computed
+        from ``like`` (its dtype and device), go in the buffer (allocated at the first), or
+        None where they cannot: they do not extend it, they are one set, or autograd records
+        them (each write into the buffer would count as an in-place change of the slices
+        that earlier products saved)."""
+        if not self.track or shape[1] == 1 or like.requires_grad:
+            return None
+        if self._buffer is None:
+            source = self.ablated if self.exact else self.delta
+            if source is None:
+                return None
+            self._buffer = like.new_empty(source.shape[-2] - lo, *shape[1:])
+            self._buffered = (lo, lo)
+        start, stop = self._buffered
+        if stop != lo or tuple(self._buffer.shape[1:]) != tuple(shape[1:]):
+            return None
+        return self._buffer[lo - start : hi - start]
 
     def _added(self, count: int, bias: torch.Tensor | None) -> None:
         self.count = count
@@ -159,39 +197,51 @@ class ResidualStream:
     def shifted(self, coeff: torch.Tensor, k: int) -> torch.Tensor:
         """Every receiver's ``d_model``-wide input (for receivers behind a norm):
         ``coeff [S, *R, k]`` (``R``: the receiver dims, e.g. ``(3, H)`` for a layer's q/k/v
-        inputs) -> ``[*R, S, N, T, d]``, the stream plus coefficient x difference over writers
-        ``0:k``.
+        inputs) -> ``[*R, S, N, T, d]``,
+        ``common + sum_w c_w row_w + sum_(per-set w) a_w output_w`` over writers ``0:k``.
 
-        Each group is one (batched) matrix product accumulated in place into a single
-        buffer: these passes are bound by memory traffic, and a fresh tensor per group and
-        per sum doubled it (the profile of tracr ``reverse``, whose groups are single
-        heads). A difference every set shares is one plain product for all sets and
-        receivers.
+        What every set shares (the common part with weight 1, each writer's row) is one
+        matrix product for all sets and receivers, written straight into the result; each
+        per-set group then adds its outputs, weighted per set and receiver, in place. These
+        passes are bound by memory traffic: the stream copied into a buffer first and a
+        per-set difference (ablated minus output) formed for every group each cost a pass
+        over the largest tensors (the LN model's profile: 17% of a pass).
         """
-        base = self.resid  # one set, or S
-        s, (n, t, d) = coeff.shape[0], base.shape[1:]
-        receivers = tuple(coeff.shape[1:-1])
+        s, receivers = coeff.shape[0], tuple(coeff.shape[1:-1])
+        _, n, t, d = self.common.shape
         r = 1
         for size in receivers:
             r *= size
-        out = torch.empty(*receivers, s, n, t, d, dtype=base.dtype, device=base.device)
-        out.view(r, s, n, t, d).copy_(base.expand(r, s, n, t, d))
-        flat = out.view(r, s, n * t * d)
+        groups = self._groups_before(k)
+        rows = torch.cat(
+            [self.common.expand(1, n, t, d)] + [group.row.expand(-1, n, t, d) for group in groups]
+        ).view(1 + k, n * t * d)
         by_set = coeff.reshape(s, r, k)
-        by_receiver = by_set.transpose(0, 1)  # [R, S, k]
-        for group in self._groups_before(k):
-            lo, hi, g = group.lo, group.hi, group.hi - group.lo
-            if group.per_set and self.exact:  # ablated minus own outputs, [g, S, N, T, d]
-                diff = group.per_set_diff()
-                flat.transpose(0, 1).baddbmm_(
-                    by_set[..., lo:hi], diff.view(g, s, n * t * d).transpose(0, 1)
-                )
-            else:
-                shared = group.row.expand(g, n, t, d).reshape(g, n * t * d)
-                flat.view(r * s, n * t * d).addmm_(
-                    by_receiver[..., lo:hi].reshape(r * s, g), shared
-                )
-        return out
+        mix = torch.cat([torch.ones_like(by_set[..., :1]), by_set], -1).transpose(0, 1)
+        out = torch.mm(mix.reshape(r * s, 1 + k), rows)  # [R*S, N*T*d]
+        by_set_view = out.view(r, s, n * t * d).transpose(0, 1)  # [S, R, N*T*d], a view
+        per_set = [group for group in groups if group.per_set]
+        for outputs, lo, hi in self._per_set_runs(per_set, several_readers=r > 1):
+            weight = self._own_weight(by_set[..., lo:hi])  # [S, R, g]
+            by_set_view.baddbmm_(weight, outputs.view(hi - lo, s, n * t * d).transpose(0, 1))
+        return out.view(*receivers, s, n, t, d)
+
+    def _per_set_runs(
+        self, per_set: list[WriterGroup], several_readers: bool
+    ) -> list[tuple[torch.Tensor, int, int]]:
+        """The per-set groups' outputs ``[g, S, N, T, d]`` with their writers ``lo:hi``, in as
+        few runs as pays: one from the buffer where it holds exactly these groups; one
+        concatenated for several readers (each run is a pass over all their inputs, the
+        concatenation one over the outputs); else one per group."""
+        if not per_set:
+            return []
+        lo, hi = per_set[0].lo, per_set[-1].hi
+        contiguous = sum(group.hi - group.lo for group in per_set) == hi - lo
+        if self._buffer is not None and self._buffered == (lo, hi) and contiguous:
+            return [(self._buffer[: hi - lo], lo, hi)]
+        if several_readers and len(per_set) > 1 and contiguous:
+            return [(torch.cat([group.full_outputs() for group in per_set]), lo, hi)]
+        return [(group.full_outputs(), group.lo, group.hi) for group in per_set]
 
     def projected(
         self, weight: torch.Tensor, bias: torch.Tensor, coeff: torch.Tensor, k: int
@@ -264,5 +314,6 @@ class ResidualStream:
         narrow.common = at_positions(self.common, 1, positions)
         narrow.groups = [group.narrowed(positions) for group in self.groups]
         narrow._per_set_cache = (None, 0)
+        narrow._buffer, narrow._buffered = None, (0, 0)
         narrow.narrowed = True
         return narrow
