@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from circuitreg.workers.metrics import MetricError, metric_name, resolve_metric
+from circuitreg.workers.metrics import MetricError, metric_name, resolve_metric, within_rounding
 from circuitreg.workers.tasks.base import TaskData, TaskError
 
 
@@ -70,3 +70,12 @@ def test_task_data_rejects_inconsistent_shapes() -> None:
             None,
             "x",
         )
+
+
+def test_a_gap_within_float32_rounding_is_no_gap() -> None:
+    # the KL between a run and its own exact re-computation measured on an AVX-512 CPU
+    assert within_rounding(0.0, 1.9e-8)
+    assert not within_rounding(0.0, 1e-4)
+    # relative to the values' scale: rounding of a logit difference near 30 is ~1e-6
+    assert within_rounding(30.0, 30.0 + 2e-6)
+    assert not within_rounding(30.0, 30.001)
