@@ -34,7 +34,6 @@ class WriterGroup:
     z: torch.Tensor | None = None
     w_o: torch.Tensor | None = None
     outputs: torch.Tensor | None = None
-    _diff: torch.Tensor | None = None
 
     @property
     def per_set(self) -> bool:
@@ -73,13 +72,6 @@ class WriterGroup:
             return flat.view(s, n, t, -1)
         outputs = self.full_outputs()
         return outputs[0] if outputs.shape[0] == 1 else outputs.sum(0)
-
-    def per_set_diff(self) -> torch.Tensor:
-        """The ablated minus the group's own outputs, per set: ``[g, S, N, T, d]`` (formed
-        once, for readers behind a norm)."""
-        if self._diff is None:
-            self._diff = (self.row.unsqueeze(1) - self.full_outputs()).contiguous()
-        return self._diff
 
     def factor(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The per-set outputs as ``left @ right``: ``left`` ``[S, N*T, g*f]`` and ``right``

@@ -16,7 +16,7 @@ from circuitreg.workers.engine.weights import EngineError
 
 class ResidualStream:
     """The writers so far as groups (``WriterGroup``), each stored once, writer-major, so
-    every later reader's intervention is one matrix product per group.
+    a later reader's intervention is a few matrix products over all of them.
 
     The stream itself is kept as the ``common`` part every set shares (the outputs of the
     shared groups and every bias) plus the outputs of the per-set groups; ``resid`` sums them
@@ -25,8 +25,9 @@ class ResidualStream:
     or 1 (fixed delta). Readers with no norm take it projected (``projected``), and the
     low-rank heads of attention-only models never form a ``d_model``-wide output except at
     the read positions (``read``); readers behind a norm, and every reader of a model whose
-    per-set outputs are already formed (MLPs), take the stream plus per-set differences
-    (``shifted``).
+    per-set outputs are already formed (MLPs), take it formed ``d_model``-wide
+    (``shifted``): the shared rows in one product, the per-set outputs in one more, read
+    from a buffer that holds them side by side (``slot``).
     """
 
     def __init__(
@@ -172,12 +173,12 @@ class ResidualStream:
         """One reader's input (an MLP, the logits) per set, ``coeff [S, k]`` -> ``[S, N, T, d]``:
         ``common + sum_w c_w row_w + sum_(per-set w) a_w output_w``.
 
-        Where every per-set group is already ``d_model``-wide (a model with MLPs or norms:
-        its normed readers need the per-set differences anyway) this is ``shifted``'s stream
-        plus differences, which reuses them; the rows and weights here pay where heads are
-        still low rank (the induction toy's logits)."""
+        Where every per-set group is already ``d_model``-wide (a model with MLPs or norms)
+        this is ``shifted`` for one receiver, which reads them from the buffer in one
+        product; here, heads still low rank (the induction toy's logits) are summed through
+        ``W_O`` without forming their outputs."""
         groups = self._groups_before(k)
-        if not self.exact or all(g.outputs is not None for g in groups if g.per_set):
+        if all(g.outputs is not None for g in groups if g.per_set):
             return self.shifted(coeff.unsqueeze(1), k)[0]
         _, n, t, d = self.common.shape
         rows = torch.cat([group.row.expand(-1, n, t, d) for group in groups]).reshape(k, -1)
