@@ -15,7 +15,8 @@ only matters at other lengths (full-length ``reverse``'s length, parts of ``shuf
 changes no output on those prompts whatever is patched, so no method is graded on it; the
 notes give both counts. The issue's bar: AUC >= 0.95 for ACDC, EAP-IG and mask pruning on
 both tracr programs and the toy; it is checked under zero ablation (the one ablation that
-can see every true edge here).
+can see every true edge here). Methods run in float64, and a score at rounding level is
+graded as 0 (``groundtruth.recover``).
 
 Writes ``bench/results/recovery.md``.
 
@@ -218,8 +219,12 @@ def main() -> None:
         "tau 0.01 as a fraction of the full effect (`relative_tau`). ROC AUC of |score| "
         "against the true edges; precision/recall of the method's own circuit (ACDC, mask "
         "pruning) or of the top-k edges with k = number of true edges (never an edge scored "
-        "0). Path patching uses its default receivers (edges into other receivers score 0). "
-        "Seconds include the run.",
+        "0). Every method runs in float64 and scores within 100 machine epsilons of the "
+        "largest count as 0 (`groundtruth.recover`): an edge with no first-order effect "
+        "scores 0 up to rounding, and float32 rounding (up to 7e-7 of the largest) once "
+        "ranked such edges above the unread edges' exact zeros, crediting gradient methods "
+        "with edges they do not see. Path patching uses its default receivers (edges into "
+        "other receivers score 0). Seconds include the run (in float64).",
         "",
         *notes,
         "",

@@ -151,6 +151,25 @@ def roc_auc(scores: torch.Tensor, positives: torch.Tensor) -> float:
     return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
 
 
+# Recovery runs each method in double precision and grades scores within this many machine
+# epsilons of the largest |score| as 0. An edge whose effect passes a saturated softmax, a
+# flat piece of a compiled MLP or two terms that cancel has a first-order score of exactly 0;
+# computed, it is rounding, whose sign and size follow the precision, not the model. Measured
+# (tracr, zero ablation, relative to the largest): EAP on ``hist`` 7.1e-7 in float32 and
+# 1.8e-15 in float64; EAP-IG on ``reverse``, ``input->m1``, 1.5e-9 and 1.7e-18. In float32
+# such rounding overlaps real signal (path patching on ``reverse``: 5.4e-7 in both
+# precisions), so no float32 threshold separates them; in float64 the smallest real score
+# seen was 5.6e-8 (EAP on ``frac_prevs``), far above 100 epsilons (2.2e-14).
+GRADING_DTYPE = torch.float64
+ROUNDING_EPSILONS = 100
+
+
+def above_rounding(scores: torch.Tensor, relative: float) -> torch.Tensor:
+    """``scores`` with every entry within ``relative`` of the largest magnitude set to 0."""
+    largest = float(scores.abs().max()) if scores.numel() else 0.0
+    return torch.where(scores.abs() <= relative * largest, 0.0, scores)
+
+
 def precision_recall(selected: torch.Tensor, positives: torch.Tensor) -> tuple[float, float]:
     """Precision and recall of a boolean edge selection (precision 0 if nothing selected)."""
     hits = int((selected & positives).sum())
@@ -192,14 +211,17 @@ def own_circuit(result: ScoreResult) -> tuple[torch.Tensor, str] | None:
     return None
 
 
-def grade(result: ScoreResult, edges: Sequence[str], truth: Collection[str]) -> Recovery:
+def grade(
+    result: ScoreResult, edges: Sequence[str], truth: Collection[str], rounding: float = 0.0
+) -> Recovery:
     """ROC AUC of ``|edge_scores|`` and precision/recall of the method's selection.
 
     The selection is the method's own circuit when it returns one (ACDC, mask pruning),
-    otherwise the top-k edges by ``|score|`` with k the number of true edges.
+    otherwise the top-k edges by ``|score|`` with k the number of true edges. Scores within
+    ``rounding`` of the largest (relative) count as 0 (``above_rounding``).
     """
     positives = truth_mask(edges, truth)
-    scores = result.edge_scores.detach().float().cpu()
+    scores = above_rounding(result.edge_scores.detach().double().cpu(), rounding)
     own = own_circuit(result)
     if own is None:
         selected, how = top_k_mask(scores, int(positives.sum())), f"top-{int(positives.sum())}"
@@ -226,7 +248,9 @@ def recover(
     """Run a registered method on ``task`` with the task's own metric and grade it.
 
     ``params`` override the method's defaults; the metric defaults to the task's
-    ``default_metric`` and the ablation to resampling from the task's corrupted prompts.
+    ``default_metric`` and the ablation to resampling from the task's corrupted prompts. The
+    method runs in ``GRADING_DTYPE`` (the model is converted and restored), so that no
+    exactly-zero score is ranked by its rounding (``ROUNDING_EPSILONS``).
     """
     from circuitreg.workers.graph import ComputationalGraph
     from circuitreg.workers.methods.registry import default_registry
@@ -234,5 +258,11 @@ def recover(
     info = default_registry().get(method)
     config = info.config({"metric": task.default_metric, "ablation": "resample", **(params or {})})
     graph = ComputationalGraph.from_model(model)
-    result = info.fn(model, task, graph, config)
-    return grade(result, graph.edges, truth), result
+    dtype = next(model.parameters()).dtype
+    model.to(GRADING_DTYPE)  # float32 -> float64 -> float32 is exact
+    try:
+        result = info.fn(model, task, graph, config)
+    finally:
+        model.to(dtype)
+    rounding = ROUNDING_EPSILONS * torch.finfo(GRADING_DTYPE).eps
+    return grade(result, graph.edges, truth, rounding), result
