@@ -64,15 +64,6 @@ class WriterGroup:
         by_set = outputs.view(g, s, n * t * d).transpose(0, 1)  # a view: no copy per set
         return torch.bmm(weight.unsqueeze(1), by_set).view(s, n, t, d)
 
-    def summed(self) -> torch.Tensor:
-        """The group's outputs summed over its writers, ``[S, N, T, d]``."""
-        if self.outputs is None and self.z is not None and self.w_o is not None:
-            s, n, t, width = self.z.shape
-            flat = self.z.view(s * n * t, width) @ self.w_o.reshape(width, -1)
-            return flat.view(s, n, t, -1)
-        outputs = self.full_outputs()
-        return outputs[0] if outputs.shape[0] == 1 else outputs.sum(0)
-
     def factor(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The per-set outputs as ``left @ right``: ``left`` ``[S, N*T, g*f]`` and ``right``
         ``[g, f, d]`` (``w_o`` for heads), or None for the identity (``f = d``)."""

@@ -19,8 +19,7 @@ class ResidualStream:
     a later reader's intervention is a few matrix products over all of them.
 
     The stream itself is kept as the ``common`` part every set shares (the outputs of the
-    shared groups and every bias) plus the outputs of the per-set groups; ``resid`` sums them
-    only when a reader needs the ``d_model``-wide stream. A reader's input is
+    shared groups and every bias) plus the outputs of the per-set groups. A reader's input is
     ``common + sum_w c_w row_w + sum_(per-set w) a_w output_w`` with ``a = 1 - c`` (exact)
     or 1 (fixed delta). Readers with no norm take it projected (``projected``), and the
     low-rank heads of attention-only models never form a ``d_model``-wide output except at
@@ -46,9 +45,6 @@ class ResidualStream:
         self.sets = 1
         self.narrowed = False  # True once cut to the read positions (``at``)
         self.common = torch.zeros_like(first)  # [1, N, T, d]
-        # The per-set groups' outputs summed so far, and how many groups that covers:
-        # ``resid`` adds only the groups that came since.
-        self._per_set_cache: tuple[torch.Tensor | None, int] = (None, 0)
         # The per-set groups' outputs side by side, writer-major ``[W - lo, S, N, T, d]``
         # from writer ``lo``, filled up to writer ``hi`` (``_buffered``), so a reader mixes
         # all of them in one product (see ``shifted``).
@@ -159,15 +155,12 @@ class ResidualStream:
 
     @property
     def resid(self) -> torch.Tensor:
-        """The stream ``[S, N, T, d]``: the common part plus every per-set group's outputs."""
-        total, included = self._per_set_cache
-        for group in self.groups[included:]:
-            if group.per_set:
-                total = group.summed() if total is None else total + group.summed()
-        self._per_set_cache = (total, len(self.groups))
-        resid = self.common if total is None else self.common + total
-        resid = resid.expand(self.sets, *resid.shape[1:])
-        return resid
+        """The stream ``[S, N, T, d]`` of a run without patches: every writer is then in the
+        common part (only a tracked stream keeps per-set groups, and its readers take
+        ``read``, ``shifted`` or ``projected``)."""
+        if self.track:
+            raise EngineError("a patched stream's readers take read, shifted or projected")
+        return self.common.expand(self.sets, *self.common.shape[1:])
 
     def read(self, coeff: torch.Tensor, k: int) -> torch.Tensor:
         """One reader's input (an MLP, the logits) per set, ``coeff [S, k]`` -> ``[S, N, T, d]``:
@@ -181,8 +174,7 @@ class ResidualStream:
         if all(g.outputs is not None for g in groups if g.per_set):
             return self.shifted(coeff.unsqueeze(1), k)[0]
         _, n, t, d = self.common.shape
-        rows = torch.cat([group.row.expand(-1, n, t, d) for group in groups]).reshape(k, -1)
-        out = torch.addmm(self.common.reshape(1, -1), coeff, rows)  # [S, N*T*d]
+        out = torch.mm(_with_ones(coeff), self._shared_rows(groups))  # [S, N*T*d]
         for group in groups:
             if not group.per_set:
                 continue
@@ -214,12 +206,9 @@ class ResidualStream:
         for size in receivers:
             r *= size
         groups = self._groups_before(k)
-        rows = torch.cat(
-            [self.common.expand(1, n, t, d)] + [group.row.expand(-1, n, t, d) for group in groups]
-        ).view(1 + k, n * t * d)
         by_set = coeff.reshape(s, r, k)
-        mix = torch.cat([torch.ones_like(by_set[..., :1]), by_set], -1).transpose(0, 1)
-        out = torch.mm(mix.reshape(r * s, 1 + k), rows)  # [R*S, N*T*d]
+        mix = _with_ones(by_set).transpose(0, 1).reshape(r * s, 1 + k)
+        out = torch.mm(mix, self._shared_rows(groups))  # [R*S, N*T*d]
         by_set_view = out.view(r, s, n * t * d).transpose(0, 1)  # [S, R, N*T*d], a view
         per_set = [group for group in groups if group.per_set]
         for outputs, lo, hi in self._per_set_runs(per_set, several_readers=r > 1):
@@ -266,14 +255,11 @@ class ResidualStream:
         w_all = flat_weight.permute(1, 0, 2).reshape(d, r * e)
         by_set = coeff.reshape(s, r, k)
         groups = self._groups_before(k)
-        # The rows every set shares: the common part (weight 1), then each writer's row.
-        rows = torch.cat(
-            [self.common.expand(1, n, t, d)] + [group.row.expand(-1, n, t, d) for group in groups]
-        )
+        rows = self._shared_rows(groups).view(1 + k, n * t, d)
         # [R, 1 + k, N*T, e]: one product for all receivers and every shared row
-        projected_rows = torch.einsum("wmd,rde->rwme", rows.reshape(1 + k, n * t, d), flat_weight)
+        projected_rows = torch.einsum("wmd,rde->rwme", rows, flat_weight)
         projected_rows[:, 0] += bias.reshape(r, 1, e)
-        mix = torch.cat([torch.ones_like(by_set[..., :1]), by_set], -1).transpose(0, 1)
+        mix = _with_ones(by_set).transpose(0, 1)
         out = torch.bmm(mix, projected_rows.reshape(r, 1 + k, n * t * e))  # [R, S, N*T*e]
         per_set: torch.Tensor | None = None  # [S, N*T, R*e]
         for group in groups:
@@ -284,6 +270,13 @@ class ResidualStream:
         if per_set is not None:  # each set's own outputs, laid out receiver-first
             out.view(r, s, n * t, e).add_(per_set.view(s, n * t, r, e).permute(2, 0, 1, 3))
         return out.view(*receivers, s, n, t, e)
+
+    def _shared_rows(self, groups: list[WriterGroup]) -> torch.Tensor:
+        """What every set shares, ``[1 + k, N*T*d]``: the common part (its coefficient is
+        always 1, ``_with_ones``), then each writer's row."""
+        _, n, t, d = self.common.shape
+        rows = [self.common.expand(1, n, t, d)] + [g.row.expand(-1, n, t, d) for g in groups]
+        return torch.cat(rows).view(-1, n * t * d)
 
     def _groups_before(self, k: int) -> list[WriterGroup]:
         """The groups of writers ``0:k``, which must be every group so far: the common part
@@ -314,7 +307,12 @@ class ResidualStream:
         narrow.outputs, narrow.count, narrow.sets = [], self.count, self.sets
         narrow.common = at_positions(self.common, 1, positions)
         narrow.groups = [group.narrowed(positions) for group in self.groups]
-        narrow._per_set_cache = (None, 0)
         narrow._buffer, narrow._buffered = None, (0, 0)
         narrow.narrowed = True
         return narrow
+
+
+def _with_ones(coeff: torch.Tensor) -> torch.Tensor:
+    """``coeff [..., k]`` with a leading 1 per row, ``[..., 1 + k]``: the weight of the common
+    part in ``_shared_rows``."""
+    return torch.cat([torch.ones_like(coeff[..., :1]), coeff], -1)
