@@ -26,17 +26,10 @@ setup: $(VENV)/.installed
 
 setup-dev: $(VENV)/.installed-dev system-deps
 
-# `docker compose config` validates docker-compose.yml in the tests (no engine is needed;
-# Debian ships the compose parser as `docker-compose`), and the viewer's browser tests drive
-# Debian's Chromium through Playwright (never `playwright install`: it downloads a browser).
+# PostgreSQL (started on 127.0.0.1:5432 with a database `test`), Chromium, the compose parser,
+# Java and Maven for the Neo4j test server: installed where missing and started, idempotently.
 system-deps:
-	@missing=""; \
-	command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2>&1 || \
-		missing="$$missing docker-compose"; \
-	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
-	if [ -n "$$missing" ]; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
-	fi
+	bash tests/setup/system.sh
 
 demo: setup
 	$(BIN)/circuitreg demo

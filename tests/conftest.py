@@ -1,13 +1,19 @@
-"""Shared fixtures: isolated settings per test, and the real PostgreSQL when configured.
+"""Shared fixtures: isolated settings per test, the real PostgreSQL and the real Neo4j.
 
 PostgreSQL tests use ``CIRCUITREG_TEST_POSTGRES_URL`` (the README's test command sets it to
-the local server). In CI (``CI=true``) a missing or unreachable server is an error, never a
-skip, so the suite cannot go green without having exercised PostgreSQL.
+the local server). Neo4j tests use ``CIRCUITREG_NEO4J_URI`` when it is set, and otherwise a
+Neo4j Community server that ``neo4j_server`` builds from Maven Central and starts once per
+session (see tests/neo4j_server). In CI (``CI=true``) a missing or unreachable server is an
+error, never a skip, so the suite cannot go green without having exercised both.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import socket
+import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -92,3 +98,94 @@ def mib_ioi_path() -> Path:
     if not MIB_IOI.exists():
         pytest.skip(f"shared data not present at {MIB_IOI} (it is beside the checkout in CI)")
     return MIB_IOI
+
+
+NEO4J_SERVER_DIR = Path(__file__).resolve().parent / "neo4j_server"
+NEO4J_HOW_TO = (
+    "install Java 17 and Maven (tests/neo4j_server builds Neo4j Community from Maven Central), "
+    "or run `docker compose up neo4j` and set CIRCUITREG_NEO4J_URI=bolt://127.0.0.1:7687"
+)
+
+
+def _unavailable(reason: str) -> None:
+    """Skip on a user's machine; fail in CI, where every Neo4j case must run."""
+    if os.environ.get("CI"):
+        pytest.fail(f"Neo4j is required in CI: {reason}")
+    pytest.skip(f"no Neo4j: {reason}; to run these tests, {NEO4J_HOW_TO}")
+
+
+def _build_neo4j_launcher() -> list[str]:
+    """``mvn package`` the launcher once (skipped while its jar is newer than its sources)."""
+    target = NEO4J_SERVER_DIR / "target"
+    jar = target / "neo4j-test-server-0.1.0.jar"
+    sources = [NEO4J_SERVER_DIR / "pom.xml", *NEO4J_SERVER_DIR.glob("src/**/*.java")]
+    stale = not jar.exists() or jar.stat().st_mtime < max(p.stat().st_mtime for p in sources)
+    if stale or not (target / "classpath.txt").exists():
+        built = subprocess.run(
+            ["mvn", "-q", "-B", "package"], cwd=NEO4J_SERVER_DIR, capture_output=True, text=True
+        )
+        if built.returncode != 0:
+            _unavailable(f"mvn package in {NEO4J_SERVER_DIR} failed:\n{built.stdout[-3000:]}")
+    classpath = (target / "classpath.txt").read_text().strip()
+    return ["-cp", f"{jar}{os.pathsep}{classpath}", "circuitreg.testserver.Launcher"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_for_bolt(uri: str, process: subprocess.Popen[str], timeout_s: float) -> None:
+    from neo4j import GraphDatabase
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if process.poll() is not None:
+            _unavailable(f"the Neo4j launcher exited with {process.returncode}")
+        try:
+            with GraphDatabase.driver(uri, auth=("neo4j", "")) as driver:
+                driver.verify_connectivity()
+            return
+        except Exception as exc:
+            if time.monotonic() > deadline:
+                _unavailable(f"Bolt at {uri} did not answer in {timeout_s:.0f} s: {exc}")
+            time.sleep(0.5)
+
+
+@pytest.fixture(scope="session")
+def neo4j_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Bolt URI of a real Neo4j for the session: the configured one, or one we start.
+
+    The server runs until its standard input closes, so it stops with the session even if
+    pytest is killed. Tests share it and wipe what they write (see the store fixtures).
+    """
+    configured = os.environ.get("CIRCUITREG_NEO4J_URI")
+    if configured:
+        yield configured
+        return
+    java, mvn = shutil.which("java"), shutil.which("mvn")
+    if not java or not mvn:
+        _unavailable("java or mvn is not on PATH")
+    command = [str(java), "-Xmx1g", "-XX:+UseSerialGC", *_build_neo4j_launcher()]
+    home = tmp_path_factory.mktemp("neo4j")
+    uri = f"bolt://127.0.0.1:{_free_port()}"
+    log = (home / "launcher.log").open("w")
+    process = subprocess.Popen(
+        [*command, str(home), uri.rsplit(":", 1)[1]],
+        stdin=subprocess.PIPE,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        _wait_for_bolt(uri, process, timeout_s=120)
+        yield uri
+    finally:
+        assert process.stdin is not None
+        process.stdin.close()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # pragma: no cover - a hung shutdown
+            process.kill()
+        log.close()

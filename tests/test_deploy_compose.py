@@ -59,6 +59,16 @@ def test_images_are_pinned(compose: dict[str, Any]) -> None:
     assert compose["services"]["neo4j"]["image"].endswith("-community")
 
 
+def test_neo4j_image_is_the_version_ci_tests(compose: dict[str, Any]) -> None:
+    """The deployment runs the Neo4j that tests/neo4j_server builds and the suite runs."""
+    import xml.etree.ElementTree as ET
+
+    pom = ET.parse(ROOT / "tests" / "neo4j_server" / "pom.xml")
+    ns = {"m": "http://maven.apache.org/POM/4.0.0"}
+    tested = pom.findtext("m:properties/m:neo4j.version", namespaces=ns)
+    assert compose["services"]["neo4j"]["image"] == f"neo4j:{tested}-community"
+
+
 def test_long_running_services_have_health_checks_and_wait_on_health(
     compose: dict[str, Any],
 ) -> None:

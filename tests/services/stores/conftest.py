@@ -1,8 +1,8 @@
 """Store fixtures: one ``store`` fixture over every backend, and realistic test circuits.
 
 Backends: embedded SQLite, embedded PostgreSQL (the real server, through ``postgres_url``),
-embedded FalkorDB (one server per test session, a fresh graph per test), and Neo4j only when
-``CIRCUITREG_NEO4J_URI`` is set (its database is wiped before each test).
+embedded FalkorDB (one server per test session, a fresh graph per test), and the real Neo4j of
+the ``neo4j_uri`` fixture (its database is wiped before each test).
 """
 
 from __future__ import annotations
@@ -127,12 +127,9 @@ def _open(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Graph
         session = FalkorSession(db, f"test_{uuid.uuid4().hex[:12]}", owns_db=False)
         request.addfinalizer(session.drop_graph)
         return CypherStore(session)
-    uri = os.environ.get("CIRCUITREG_NEO4J_URI")
-    if not uri:
-        pytest.skip("CIRCUITREG_NEO4J_URI not set: no Neo4j to run the contract against")
     store = CypherStore(
         Neo4jSession.connect(
-            uri,
+            request.getfixturevalue("neo4j_uri"),
             user=os.environ.get("CIRCUITREG_NEO4J_USER", "neo4j"),
             password=os.environ.get("CIRCUITREG_NEO4J_PASSWORD", ""),
         )

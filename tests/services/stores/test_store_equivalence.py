@@ -65,11 +65,9 @@ def answers(store: GraphStore, ids: dict[str, str]) -> dict[str, Any]:
 
 
 def available_backends() -> list[str]:
-    backends = ["sqlite", "falkordb"]
+    backends = ["sqlite", "falkordb", "neo4j"]
     if os.environ.get("CIRCUITREG_TEST_POSTGRES_URL"):
         backends.append("postgres")
-    if os.environ.get("CIRCUITREG_NEO4J_URI"):
-        backends.append("neo4j")
     return backends
 
 
