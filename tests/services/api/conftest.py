@@ -1,4 +1,9 @@
-"""Fixtures of the API tests: a migrated SQLite registry, tokens, sample circuits, clients."""
+"""Fixtures of the API tests: a migrated registry, tokens, sample circuits, clients.
+
+The registry's circuit store is the embedded one unless a module asks for more with
+``pytestmark = pytest.mark.graph_backends("embedded", "neo4j")``: its tests then run once
+per backend, with the same assertions (the real Neo4j of the ``neo4j_uri`` fixture).
+"""
 
 from __future__ import annotations
 
@@ -17,7 +22,39 @@ from circuitreg.services.api import create_app
 from circuitreg.services.api.auth import create_token
 from circuitreg.services.db import make_engine
 from circuitreg.services.stores.embedded import EmbeddedStore
+from circuitreg.services.stores.types import GraphStore
 from circuitreg.settings import Settings
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrise ``graph_backend`` by the module's ``graph_backends`` marker."""
+    marker = metafunc.definition.get_closest_marker("graph_backends")
+    if "graph_backend" in metafunc.fixturenames:
+        backends = list(marker.args) if marker else ["embedded"]
+        metafunc.parametrize("graph_backend", backends, indirect=True)
+
+
+@pytest.fixture
+def graph_backend(request: pytest.FixtureRequest) -> str:
+    """The circuit store backend of this test's registry."""
+    return str(request.param)
+
+
+def open_graph_store(backend: str, settings: Settings, request: pytest.FixtureRequest) -> GraphStore:
+    """A fresh, migrated store of ``backend`` (Neo4j is wiped: the server is shared)."""
+    if backend == "embedded":
+        store: GraphStore = EmbeddedStore(settings.resolved_graph_database_url)
+    elif backend == "neo4j":
+        from circuitreg.services.stores.cypher import CypherStore, Neo4jSession
+
+        uri = request.getfixturevalue("neo4j_uri")
+        cypher = CypherStore(Neo4jSession.connect(uri, user="neo4j", password=""))
+        cypher.wipe()
+        store = cypher
+    else:  # pragma: no cover - a marker naming an unknown backend
+        raise ValueError(f"unknown graph backend {backend!r}")
+    store.migrate()
+    return store
 
 
 def make_doc(
@@ -57,7 +94,7 @@ class Registry:
     """A migrated registry: settings, the store, and one token per scope."""
 
     settings: Settings
-    store: EmbeddedStore
+    store: GraphStore
     tokens: dict[str, str]
 
     def app(self, **overrides: Any) -> FastAPI:
@@ -66,11 +103,12 @@ class Registry:
 
 
 @pytest.fixture
-def registry(tmp_path: Path) -> Iterator[Registry]:
+def registry(
+    tmp_path: Path, graph_backend: str, request: pytest.FixtureRequest
+) -> Iterator[Registry]:
     settings = Settings(data_dir=tmp_path / "data")
     upgrade(settings.resolved_database_url)
-    store = EmbeddedStore(settings.resolved_graph_database_url)
-    store.migrate()
+    store = open_graph_store(graph_backend, settings, request)
     engine = make_engine(settings.resolved_database_url)
     tokens = {
         scope: create_token(engine, f"{scope}-token", scope) for scope in ("read", "write", "admin")
@@ -122,7 +160,7 @@ def error_messages(body: dict[str, Any]) -> list[str]:
 class CountingStore:
     """Wraps a real store and counts calls per method (for N+1 and "never ran" checks)."""
 
-    def __init__(self, inner: EmbeddedStore) -> None:
+    def __init__(self, inner: GraphStore) -> None:
         self._inner = inner
         self.calls: dict[str, int] = {}
 

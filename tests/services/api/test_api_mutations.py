@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from circuitreg.services.db import make_engine
 from circuitreg.services.queue import JobQueue
 
 from .conftest import INDUCTION, Registry, error_messages, gql, make_doc
+
+pytestmark = pytest.mark.graph_backends("embedded", "neo4j")
 
 SUBMIT = """mutation($input: DiscoveryInput!) {
   submitDiscovery(input: $input) { id kind status progress model task method params } }"""

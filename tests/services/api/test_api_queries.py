@@ -1,10 +1,13 @@
-"""GraphQL queries over the embedded store, through httpx's ASGI transport."""
+"""GraphQL queries over the embedded store and a real Neo4j, through httpx's ASGI transport."""
 
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from .conftest import INDUCTION, Registry, error_messages, gql, make_doc
+
+pytestmark = pytest.mark.graph_backends("embedded", "neo4j")
 
 CIRCUIT = """
 query($id: String!) {
