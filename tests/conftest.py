@@ -15,10 +15,14 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from circuitreg.services.stores.cypher import CypherStore
 
 SHARED_DIR = Path(__file__).resolve().parents[1].parent / "shared"
 MIB_IOI = SHARED_DIR / "data" / "mib" / "ioi-eap-ig.json"
@@ -189,3 +193,46 @@ def neo4j_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         except subprocess.TimeoutExpired:  # pragma: no cover - a hung shutdown
             process.kill()
         log.close()
+
+
+@pytest.fixture
+def connect_neo4j(neo4j_uri: str) -> Callable[[], CypherStore]:
+    """Open a store on the session's Neo4j (the credentials of the environment, if any)."""
+    from circuitreg.services.stores.cypher import CypherStore, Neo4jSession
+
+    def connect() -> CypherStore:
+        return CypherStore(
+            Neo4jSession.connect(
+                neo4j_uri,
+                user=os.environ.get("CIRCUITREG_NEO4J_USER", "neo4j"),
+                password=os.environ.get("CIRCUITREG_NEO4J_PASSWORD", ""),
+            )
+        )
+
+    return connect
+
+
+@pytest.fixture
+def empty_neo4j(neo4j_uri: str, connect_neo4j: Callable[[], CypherStore]) -> str:
+    """The session's Neo4j with every node deleted: a test that writes through the settings
+    (the CLI, the demo, a worker process) starts from an empty registry."""
+    store = connect_neo4j()
+    try:
+        store.wipe()
+    finally:
+        store.close()
+    return neo4j_uri
+
+
+@pytest.fixture(params=["embedded", "neo4j"])
+def settings_graph_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test once on the default embedded store and once with the process settings on
+    the real Neo4j (``CIRCUITREG_GRAPH_BACKEND=neo4j``), as a deployment configures it."""
+    from circuitreg.settings import get_settings
+
+    backend = str(request.param)
+    if backend == "neo4j":
+        monkeypatch.setenv("CIRCUITREG_GRAPH_BACKEND", "neo4j")
+        monkeypatch.setenv("CIRCUITREG_NEO4J_URI", request.getfixturevalue("empty_neo4j"))
+        get_settings.cache_clear()
+    return backend

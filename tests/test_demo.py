@@ -39,8 +39,12 @@ def _heads(output: str) -> tuple[str, str]:
     return found.group(1), found.group(2)
 
 
-def test_demo_answers_with_the_induction_circuit(tmp_path: Path) -> None:
+def test_demo_answers_with_the_induction_circuit(
+    tmp_path: Path, settings_graph_backend: str
+) -> None:
+    """On the embedded default and with ``CIRCUITREG_GRAPH_BACKEND=neo4j`` (the real server)."""
     output = _run_demo(tmp_path / "data")
+    assert f"circuit store: {settings_graph_backend}" in output
     prev, induction = _heads(output)
     assert f"{prev} (layer 0" in output and "labels ['previous-token head']" in output
     assert f"{induction} (layer 1" in output and "labels ['induction head']" in output

@@ -93,6 +93,7 @@ def run_demo(
 
     started = time.perf_counter()
     typer.echo(f"data directory: {settings.data_dir}")
+    typer.echo(f"circuit store: {settings.graph_backend}")
     upgrade(settings.resolved_database_url)
     store = open_store(settings)
     store.migrate()

@@ -1,4 +1,5 @@
-"""``circuitreg import`` / ``export`` through the real store factory and artifact store."""
+"""``circuitreg import`` / ``export`` through the real store factory and artifact store
+(the MIB round trip on the embedded store and on the real Neo4j)."""
 
 from __future__ import annotations
 
@@ -53,7 +54,9 @@ def _artifact_files() -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
 
 
-def test_mib_through_the_store_round_trips_exactly(mib_ioi_path: Path, tmp_path: Path) -> None:
+def test_mib_through_the_store_round_trips_exactly(
+    mib_ioi_path: Path, tmp_path: Path, settings_graph_backend: str
+) -> None:
     args = ["import", str(mib_ioi_path), "--model", "gpt2", "--task", "ioi", "--method", "eap-ig"]
     imported = runner.invoke(app, args)
     assert imported.exit_code == 0, imported.output

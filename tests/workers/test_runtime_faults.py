@@ -13,79 +13,23 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from multiprocessing.process import BaseProcess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from circuitreg.services.db.base import make_engine
-from circuitreg.services.queue import JobQueue, JobRecord
-from circuitreg.services.stores.embedded import EmbeddedStore
-from circuitreg.services.stores.types import CircuitFilter
-from circuitreg.workers.runtime.pool import start_worker_processes
-
-from .runtime_support import discovery_spec, migrate, tiny_toy_checkpoint
-
-LEASE_SECONDS = 2.0
-
-
-class Cluster:
-    """A database, a toy checkpoint, the workers' settings, and the processes started."""
-
-    def __init__(self, url: str, tmp_path: Path) -> None:
-        migrate(url)
-        self.url = url
-        self.queue = JobQueue(make_engine(url))
-        self.checkpoint = tiny_toy_checkpoint(tmp_path / "toy")
-        self.env = {
-            "CIRCUITREG_DATABASE_URL": url,
-            "CIRCUITREG_DATA_DIR": str(tmp_path / "worker-data"),
-            "CIRCUITREG_DEVICE": "cpu",
-            "CIRCUITREG_WORKER_LEASE_SECONDS": str(LEASE_SECONDS),
-            "CIRCUITREG_WORKER_POLL_SECONDS": "0.1",
-            "CIRCUITREG_JOB_RETRY_BASE_SECONDS": "0.2",
-            "CIRCUITREG_JOB_MAX_ATTEMPTS": "3",
-        }
-        self.processes: list[BaseProcess] = []
-
-    def start(self, *worker_ids: str) -> list[BaseProcess]:
-        started = start_worker_processes(len(worker_ids), env=self.env, worker_ids=list(worker_ids))
-        self.processes.extend(started)
-        return started
-
-    def wait_for(
-        self, job_id: str, done: Callable[[JobRecord], bool], timeout: float = 90
-    ) -> JobRecord:
-        deadline = time.monotonic() + timeout
-        job = self.queue.get(job_id)
-        while job is not None and time.monotonic() < deadline:
-            if done(job):
-                return job
-            time.sleep(0.02)
-            job = self.queue.get(job_id)
-        raise AssertionError(f"job {job_id} not done after {timeout} s: {job}")
-
-    def circuits(self) -> int:
-        store = EmbeddedStore(self.url)
-        try:
-            return len(store.list_circuits(CircuitFilter(), first=100).items)
-        finally:
-            store.close()
-
-    def close(self) -> None:
-        for proc in self.processes:
-            if proc.exitcode is None and proc.pid is not None:
-                os.kill(proc.pid, signal.SIGKILL)
-            proc.join(10)
-        self.queue.engine.dispose()
+from .runtime_support import Cluster, discovery_spec
 
 
 @pytest.fixture
-def cluster(postgres_url: str, tmp_path: Path) -> Iterator[Cluster]:
-    made = Cluster(postgres_url, tmp_path)
+def cluster(postgres_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    """Workers on the PostgreSQL queue; the circuit store is the embedded one in the same
+    database unless the test is parametrised with ``graph="neo4j"`` (the real server)."""
+    graph = getattr(request, "param", "embedded")
+    neo4j = request.getfixturevalue("empty_neo4j") if graph == "neo4j" else None
+    made = Cluster(postgres_url, tmp_path, neo4j_uri=neo4j)
     try:
         yield made
     finally:
@@ -93,6 +37,7 @@ def cluster(postgres_url: str, tmp_path: Path) -> Iterator[Cluster]:
 
 
 @pytest.mark.postgres
+@pytest.mark.parametrize("cluster", ["embedded", "neo4j"], indirect=True)
 def test_runtime_sigkilled_worker_job_finishes_elsewhere_once(cluster: Cluster) -> None:
     workers = {p.name: p for p in cluster.start("wa", "wb")}
     job = cluster.queue.enqueue(discovery_spec(str(cluster.checkpoint), seed=3))

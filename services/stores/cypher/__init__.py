@@ -1,13 +1,12 @@
 """Cypher graph store for Neo4j and FalkorDB; every statement lives in ``queries``."""
 
 from .dialect import FALKORDB, NEO4J, CypherDialect, FalkorDialect, Neo4jDialect
-from .session import AsyncNeo4jSession, CypherSession, FalkorSession, Neo4jSession
+from .session import CypherSession, FalkorSession, Neo4jSession
 from .store import CypherStore
 
 __all__ = [
     "FALKORDB",
     "NEO4J",
-    "AsyncNeo4jSession",
     "CypherDialect",
     "CypherSession",
     "CypherStore",

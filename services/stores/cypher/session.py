@@ -8,7 +8,6 @@ pending-then-commit labelling (see ``queries``) keeps partial writes invisible.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -83,58 +82,6 @@ class Neo4jSession:
     def close(self) -> None:
         """Close the driver."""
         self.driver.close()
-
-
-_ASYNC_DRIVERS: dict[tuple[str, str], Any] = {}
-_ASYNC_LOCK = threading.Lock()
-
-
-def shared_async_driver(uri: str, user: str, password: str) -> Any:
-    """One ``AsyncDriver`` per process and URI, as the driver's documentation advises."""
-    from neo4j import AsyncGraphDatabase
-
-    with _ASYNC_LOCK:
-        key = (uri, user)
-        if key not in _ASYNC_DRIVERS:
-            _ASYNC_DRIVERS[key] = AsyncGraphDatabase.driver(uri, auth=(user, password))
-        return _ASYNC_DRIVERS[key]
-
-
-class AsyncNeo4jSession:
-    """The async driver for the API's event loop (same statements, awaited)."""
-
-    dialect: CypherDialect = NEO4J
-
-    def __init__(self, driver: Any, database: str | None = None) -> None:
-        self.driver = driver
-        self.database = database
-
-    @classmethod
-    def connect(
-        cls, uri: str, *, user: str, password: str, database: str | None = None
-    ) -> AsyncNeo4jSession:
-        """A session on the process-wide async driver for ``uri``."""
-        return cls(shared_async_driver(uri, user, password), database)
-
-    async def run(
-        self, query: str, params: Mapping[str, Any] | None = None
-    ) -> list[dict[str, Any]]:
-        """Run one statement in a managed transaction."""
-        records, _, _ = await self.driver.execute_query(
-            query, dict(params or {}), database_=self.database
-        )
-        return [record.data() for record in records]
-
-    async def run_many(self, statements: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
-        """All statements in one write transaction."""
-
-        async def work(tx: Any) -> None:
-            for query, params in statements:
-                result = await tx.run(query, dict(params))
-                await result.consume()
-
-        async with self.driver.session(database=self.database) as session:
-            await session.execute_write(work)
 
 
 def _plain(value: Any) -> Any:

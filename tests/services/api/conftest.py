@@ -40,17 +40,15 @@ def graph_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-def open_graph_store(backend: str, settings: Settings, request: pytest.FixtureRequest) -> GraphStore:
+def open_graph_store(
+    backend: str, settings: Settings, request: pytest.FixtureRequest
+) -> GraphStore:
     """A fresh, migrated store of ``backend`` (Neo4j is wiped: the server is shared)."""
     if backend == "embedded":
         store: GraphStore = EmbeddedStore(settings.resolved_graph_database_url)
     elif backend == "neo4j":
-        from circuitreg.services.stores.cypher import CypherStore, Neo4jSession
-
-        uri = request.getfixturevalue("neo4j_uri")
-        cypher = CypherStore(Neo4jSession.connect(uri, user="neo4j", password=""))
-        cypher.wipe()
-        store = cypher
+        request.getfixturevalue("empty_neo4j")
+        store = request.getfixturevalue("connect_neo4j")()
     else:  # pragma: no cover - a marker naming an unknown backend
         raise ValueError(f"unknown graph backend {backend!r}")
     store.migrate()

@@ -94,7 +94,7 @@ GRAPH_TABLES = (
 )
 
 
-def _postgres_clean(request: pytest.FixtureRequest) -> str:
+def postgres_clean_url(request: pytest.FixtureRequest) -> str:
     """The session's migrated database with the graph tables emptied.
 
     Cloning or migrating a database per test costs seconds on a busy machine; TRUNCATE
@@ -113,7 +113,7 @@ def _postgres_clean(request: pytest.FixtureRequest) -> str:
 
 
 def _open(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> GraphStore:
-    from circuitreg.services.stores.cypher import CypherStore, FalkorSession, Neo4jSession
+    from circuitreg.services.stores.cypher import CypherStore, FalkorSession
     from circuitreg.services.stores.embedded import EmbeddedStore
 
     if backend == "sqlite":
@@ -121,19 +121,13 @@ def _open(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Graph
         shutil.copy(request.getfixturevalue("sqlite_template"), path)
         return EmbeddedStore(f"sqlite:///{path}")
     if backend == "postgres":
-        return EmbeddedStore(_postgres_clean(request))
+        return EmbeddedStore(postgres_clean_url(request))
     if backend == "falkordb":
         db = request.getfixturevalue("falkordb_server")
         session = FalkorSession(db, f"test_{uuid.uuid4().hex[:12]}", owns_db=False)
         request.addfinalizer(session.drop_graph)
         return CypherStore(session)
-    store = CypherStore(
-        Neo4jSession.connect(
-            request.getfixturevalue("neo4j_uri"),
-            user=os.environ.get("CIRCUITREG_NEO4J_USER", "neo4j"),
-            password=os.environ.get("CIRCUITREG_NEO4J_PASSWORD", ""),
-        )
-    )
+    store: CypherStore = request.getfixturevalue("connect_neo4j")()
     store.wipe()
     return store
 
