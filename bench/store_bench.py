@@ -1,33 +1,41 @@
-"""Circuit store benchmark: bulk write throughput and shared-subcircuit latency.
+"""Circuit store benchmark: write throughput and the latency of the five registry questions
+as the registry grows to 10, 100, 1,000 and 10,000 circuits of 1,000 edges.
 
-For each available backend (embedded SQLite; embedded PostgreSQL with ``--postgres-url``;
-embedded FalkorDB when falkordblite is installed) it writes ``--circuits`` circuits of
-``--edges`` edges each (a gpt2-small-sized model: 12 layers x 12 heads, MIB edge names),
-timing the writes, then times ``shared_subcircuit`` over the first 10, 100 and 1,000 of
-them (median of ``--repeats`` runs, min_support = half the circuits). Circuits share a
-core of edges with varying scores plus random others, as circuits of one task found at
-different checkpoints and seeds do. Peak memory is the Python heap peak (tracemalloc)
-during the largest query and the process's maximum resident set size.
+Backends: embedded SQLite, embedded PostgreSQL (``--postgres-url``), FalkorDB (when
+falkordblite is installed) and Neo4j (``--neo4j-uri``, or else the Neo4j Community server of
+tests/neo4j_server, started here with a larger page cache). Circuits are MIB-named edges of a
+gpt2-small-shaped model (12 layers x 12 heads); 40% of each circuit's edges come from a core
+shared by all circuits (one task over checkpoints and seeds), the rest at random. After each
+growth stage the five questions are timed (median of ``--repeats``):
 
-    python bench/store_bench.py --postgres-url postgresql+psycopg://postgres@127.0.0.1:5432/test
+* sharedSubcircuits over every stored circuit, min_support = half of them;
+* componentUsage of one head; circuitsWithEdge of one core edge;
+* motifSearch head -> head <k> in consecutive layers (first 100 matches);
+* circuitEvolution of the task over every checkpoint.
 
-Results are printed and written to bench/results/store.md.
+On Neo4j the slowest question at the largest size is run again under ``PROFILE`` and its plan
+goes into the results file. A 100,000-circuit registry is extrapolated from the growth
+between the two largest sizes (latency ~ size^slope).
+
+    python bench/store_bench.py --backends sqlite,neo4j --sizes 10,100,1000,10000
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import math
 import platform
 import random
-import resource
 import statistics
+import sys
 import tempfile
 import time
-import tracemalloc
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from circuitreg.schema import (
     CircuitDocument,
@@ -41,15 +49,23 @@ from circuitreg.schema import (
     mlp_name,
     node_order_key,
 )
-from circuitreg.services.stores.types import GraphStore
+from circuitreg.services.stores.types import GraphStore, Motif, MotifEdge, NodePattern
 
-RESULTS = Path(__file__).resolve().parent / "results" / "store.md"
-N_LAYERS = 12
-N_HEADS = 12
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results" / "store.md"
+MODEL, TASK, METHOD = "gpt2-bench", "ioi", "eap-ig"
+N_LAYERS = N_HEADS = 12
+QUESTIONS = (
+    "sharedSubcircuits",
+    "componentUsage",
+    "circuitsWithEdge",
+    "motifSearch",
+    "circuitEvolution",
+)
 
 
 def candidate_edges() -> list[str]:
-    """Every canonical edge of a 12-layer model (about 32k), in a fixed order."""
+    """Every canonical edge of a 12-layer, 12-head model (32,491), in a fixed order."""
     nodes = ["input"]
     for layer in range(N_LAYERS):
         nodes.extend(head_name(layer, h) for h in range(N_HEADS))
@@ -67,159 +83,286 @@ def candidate_edges() -> list[str]:
     return edges
 
 
-def make_circuits(n: int, n_edges: int, seed: int = 0) -> list[CircuitDocument]:
-    """``n`` circuits: 40% of edges from a shared core, the rest drawn at random."""
-    rng = random.Random(seed)
-    pool = candidate_edges()
-    core = rng.sample(pool, int(n_edges * 0.4))
-    in_core = set(core)
-    rest = [e for e in pool if e not in in_core]
-    model = ModelRef(name="gpt2-bench", n_layers=N_LAYERS, n_heads=N_HEADS)
-    docs = []
-    for i in range(n):
-        names = core + rng.sample(rest, n_edges - len(core))
+class CircuitMaker:
+    """Circuit ``i`` of the corpus, made on demand (10,000 documents do not fit in memory)."""
+
+    def __init__(self, n_edges: int, seed: int = 0) -> None:
+        rng = random.Random(seed)
+        self.pool = candidate_edges()
+        self.core = rng.sample(self.pool, int(n_edges * 0.4))
+        in_core = set(self.core)
+        self.rest = [e for e in self.pool if e not in in_core]
+        self.n_edges = n_edges
+        self.seed = seed
+
+    def make(self, i: int) -> CircuitDocument:
+        """The ``i``-th circuit: the core plus its own random edges, checkpoint step ``i``."""
+        rng = random.Random(self.seed * 1_000_003 + i)
+        names = self.core + rng.sample(self.rest, self.n_edges - len(self.core))
         edges = tuple(Edge.from_name(e, score=round(rng.uniform(-1, 1), 6)) for e in names)
-        comps = tuple(
-            Component.from_name(c) for c in sorted({x for e in edges for x in (e.source, e.target)})
+        ends = sorted({x for e in edges for x in (e.source, e.target)})
+        model = ModelRef(name=MODEL, n_layers=N_LAYERS, n_heads=N_HEADS)
+        return CircuitDocument(
+            model=model.model_copy(update={"checkpoint": f"step-{i}", "step": i}),
+            task=TaskRef(name=TASK),
+            method=MethodRef(name=METHOD, params={"top_n": self.n_edges}),
+            seed=i,
+            components=tuple(Component.from_name(c) for c in ends),
+            edges=edges,
         )
-        docs.append(
-            CircuitDocument(
-                model=model.model_copy(update={"checkpoint": f"step-{i}", "step": i}),
-                task=TaskRef(name="ioi"),
-                method=MethodRef(name="eap-ig", params={"top_n": n_edges}),
-                seed=i,
-                components=comps,
-                edges=edges,
-            )
-        )
-    return docs
 
 
-@contextmanager
-def open_backends(
-    postgres_url: str | None, backends: set[str]
-) -> Iterator[list[tuple[str, GraphStore]]]:
-    """The stores to measure, each fresh, closed (and their databases dropped) afterwards."""
-    from circuitreg.services.stores.embedded import EmbeddedStore
+@dataclass
+class Timings:
+    """Per backend: write rate per stage and each question's latency per size."""
 
-    stores: list[tuple[str, GraphStore]] = []
-    cleanups: list[Callable[[], None]] = []
-    tmp = Path(tempfile.mkdtemp(prefix="store-bench-"))
-    if "sqlite" in backends:
-        stores.append(("embedded SQLite", EmbeddedStore(f"sqlite:///{tmp / 'graph.sqlite'}")))
-    if postgres_url and "postgres" in backends:
-        from sqlalchemy import create_engine, text
-        from sqlalchemy.engine import make_url
+    write_edges_per_s: dict[int, float] = field(default_factory=dict)
+    latency_s: dict[tuple[str, int], float] = field(default_factory=dict)
+    answer_size: dict[tuple[str, int], int] = field(default_factory=dict)
+    profile: str = ""
 
-        admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-        name = f"circuitreg_bench_{uuid.uuid4().hex[:8]}"
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        url = make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
-        stores.append(("embedded PostgreSQL", EmbeddedStore(url)))
 
-        def drop() -> None:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            admin.dispose()
-
-        cleanups.append(drop)
-    if "falkordb" in backends:
-        from circuitreg.services.stores.cypher import CypherStore, FalkorSession
-
-        session = FalkorSession.open_embedded(tmp / "fk", timeout_s=600)
-        stores.append(("FalkorDB (embedded)", CypherStore(session)))
-    try:
-        for _, store in stores:
-            store.migrate()
-        yield stores
-    finally:
-        for _, store in stores:
-            store.close()
-        for cleanup in cleanups:
-            cleanup()
+def questions(store: GraphStore, ids: list[str], core_edge: str) -> dict[str, Callable[[], int]]:
+    """The five questions over the stored circuits; each returns the size of its answer."""
+    motif = Motif(
+        nodes={"a": NodePattern(kind="attn_head", layer=0), "b": NodePattern(layer=1)},
+        edges=(MotifEdge(source="a", target="b", receiver="k"),),
+        model=MODEL,
+    )
+    return {
+        "sharedSubcircuits": lambda: len(
+            store.shared_subcircuit(ids, min_support=max(1, len(ids) // 2)).edges
+        ),
+        "componentUsage": lambda: len(store.component_usage(MODEL, "a5.h3")),
+        "circuitsWithEdge": lambda: len(store.circuits_with_edge(MODEL, core_edge)),
+        "motifSearch": lambda: len(store.motif_search(motif, limit=100)),
+        "circuitEvolution": lambda: len(store.evolution(MODEL, TASK, METHOD).steps),
+    }
 
 
 def measure(
-    store: GraphStore, docs: list[CircuitDocument], sizes: list[int], repeats: int
-) -> dict[str, float]:
-    """Write all circuits, then query shared subcircuits over growing selections."""
-    out: dict[str, float] = {}
+    store: GraphStore,
+    maker: CircuitMaker,
+    sizes: list[int],
+    repeats: int,
+    out: Timings,
+    after_stage: Callable[[], None],
+) -> None:
+    """Grow the registry stage by stage; after each stage time every question (a question
+    whose first run takes over 20 s is run once)."""
     ids: list[str] = []
-    n_edges = 0
-    start = time.perf_counter()
-    for doc in docs:
-        ids.append(store.put_circuit(doc))
-        n_edges += len(doc.edges)
-    elapsed = time.perf_counter() - start
-    out["write_s"] = elapsed
-    out["edges_per_s"] = n_edges / elapsed
     for size in sizes:
-        chosen = ids[:size]
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            shared = store.shared_subcircuit(chosen, min_support=max(1, size // 2))
-            times.append(time.perf_counter() - t0)
-        out[f"shared_{size}_s"] = statistics.median(times)
-        out[f"shared_{size}_edges"] = len(shared.edges)
-    tracemalloc.start()
-    store.shared_subcircuit(ids[: sizes[-1]], min_support=max(1, sizes[-1] // 2))
-    out["query_heap_peak_mb"] = tracemalloc.get_traced_memory()[1] / 2**20
-    tracemalloc.stop()
-    return out
+        start, written = time.perf_counter(), 0
+        while len(ids) < size:
+            doc = maker.make(len(ids))
+            ids.append(store.put_circuit(doc))
+            written += len(doc.edges)
+        out.write_edges_per_s[size] = written / (time.perf_counter() - start)
+        for name, ask in questions(store, ids, maker.core[0]).items():
+            times: list[float] = []
+            while len(times) < repeats and sum(times) < 20:
+                t0 = time.perf_counter()
+                out.answer_size[(name, size)] = ask()
+                times.append(time.perf_counter() - t0)
+            out.latency_s[(name, size)] = statistics.median(times)
+        row = {q: round(out.latency_s[(q, size)], 3) for q in QUESTIONS}
+        rate = out.write_edges_per_s[size]
+        print(f"  {size} circuits: write {rate:,.0f} edges/s, seconds {row}", flush=True)
+        after_stage()
+
+
+class RecordingSession:
+    """Wraps a Cypher session and remembers each statement's text, parameters and time."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.dialect = inner.dialect
+        self.calls: list[tuple[float, str, Mapping[str, Any]]] = []
+
+    def run(self, query: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        t0 = time.perf_counter()
+        rows: list[dict[str, Any]] = self.inner.run(query, params)
+        self.calls.append((time.perf_counter() - t0, query, dict(params or {})))
+        return rows
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def profile_slowest(store: Any, maker: CircuitMaker, timings: Timings, size: int) -> str:
+    """``PROFILE`` of the slowest statement of the slowest question at ``size`` (Neo4j)."""
+    slowest = max(QUESTIONS, key=lambda name: timings.latency_s[(name, size)])
+    recorder = RecordingSession(store.session)
+    store.session = recorder
+    try:
+        ids = [maker.make(i).id for i in range(size)]
+        questions(store, ids, maker.core[0])[slowest]()
+    finally:
+        store.session = recorder.inner
+    seconds, text, params = max(recorder.calls, key=lambda call: call[0])
+    with store.session.driver.session(database=store.session.database) as session:
+        result = session.run("PROFILE " + text, params)
+        rows = len(list(result))  # the plan's statistics exist once the rows are read
+        summary = result.consume()
+    lines = [
+        f"Slowest question at {size:,} circuits: **{slowest}**; its slowest statement took "
+        f"{seconds * 1000:.0f} ms ({rows:,} rows). `PROFILE` (rows, db hits per operator):",
+        "",
+        "```",
+        text,
+        "",
+        *_plan_lines(summary.profile),
+        "```",
+    ]
+    return "\n".join(lines)
+
+
+def _plan_lines(plan: Mapping[str, Any], depth: int = 0) -> list[str]:
+    details = plan.get("args", {}).get("Details", "")
+    line = (
+        f"{'  ' * depth}{plan['operatorType']} rows={plan.get('rows', '?')} "
+        f"dbHits={plan.get('dbHits', '?')}" + (f"  {details}" if details else "")
+    )
+    lines = [line[:220]]
+    for child in plan.get("children", []):
+        lines.extend(_plan_lines(child, depth + 1))
+    return lines
+
+
+def _local_neo4j_module() -> Any:
+    path = ROOT / "tests" / "neo4j_server" / "local_neo4j.py"
+    spec = importlib.util.spec_from_file_location("local_neo4j", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@contextmanager
+def open_backend(name: str, args: argparse.Namespace, tmp: Path) -> Iterator[GraphStore]:
+    """One fresh, migrated store of backend ``name``; closed (and dropped) afterwards."""
+    from circuitreg.services.stores.cypher import CypherStore, FalkorSession, Neo4jSession
+    from circuitreg.services.stores.embedded import EmbeddedStore
+
+    cleanup: Callable[[], None] = lambda: None  # noqa: E731
+    if name == "sqlite":
+        store: GraphStore = EmbeddedStore(f"sqlite:///{tmp / 'graph.sqlite'}")
+    elif name == "postgres":
+        store = EmbeddedStore(args.postgres_url)
+    elif name == "falkordb":
+        store = CypherStore(FalkorSession.open_embedded(tmp / "fk", timeout_s=600))
+    elif name == "neo4j":
+        uri, server = args.neo4j_uri, None
+        if uri is None:
+            server = _local_neo4j_module().start_local_neo4j(
+                tmp / "neo4j", heap="3g", pagecache_mib=args.neo4j_pagecache_mib
+            )
+            uri = server.uri
+            cleanup = server.stop
+        cypher = CypherStore(Neo4jSession.connect(uri, user="neo4j", password=args.password))
+        cypher.wipe()
+        store = cypher
+    else:
+        raise SystemExit(f"unknown backend {name!r}")
+    try:
+        store.migrate()
+        yield store
+    finally:
+        store.close()
+        cleanup()
+
+
+LABELS = {
+    "sqlite": "embedded SQLite",
+    "postgres": "embedded PostgreSQL",
+    "falkordb": "FalkorDB (embedded)",
+    "neo4j": "Neo4j Community 5.26",
+}
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:,.0f}" if seconds >= 0.01 else f"{seconds * 1000:.1f}"
+
+
+def extrapolate(latency: dict[tuple[str, int], float], name: str, sizes: list[int]) -> str:
+    """Latency at 100,000 circuits from the growth between the two largest sizes."""
+    if len(sizes) < 2:
+        return "n/a"
+    small, large = sizes[-2], sizes[-1]
+    a, b = latency[(name, small)], latency[(name, large)]
+    slope = math.log(b / a) / math.log(large / small) if a > 0 and b > 0 else 1.0
+    return f"{_ms(b * (100_000 / large) ** slope)} (x^{slope:.2f})"
+
+
+def report(results: dict[str, Timings], sizes: list[int], args: argparse.Namespace) -> str:
+    """The results file: one table per backend, the write rates and the Neo4j plan."""
+    head = (
+        f"# Circuit store (bench/store_bench.py)\n\n"
+        f"`python bench/store_bench.py --backends {args.backends} --sizes "
+        f"{','.join(map(str, sizes))}`, run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+        f" on {platform.machine()}, Python {platform.python_version()}, 2 cores. Circuits of"
+        f" {args.edges:,} edges on a gpt2-small-shaped model (40% shared core); latency is the"
+        f" median of {args.repeats} runs, in ms. Servers run on the same machine as the client."
+        "\n"
+    )
+    parts = [head]
+    for backend, t in results.items():
+        done = [s for s in sizes if (QUESTIONS[-1], s) in t.latency_s]
+        if not done:
+            continue
+        cols = [f"{s:,}" for s in done]
+        lines = [
+            f"## {LABELS[backend]}",
+            "",
+            "| question | " + " | ".join(cols) + " | 100,000 (extrapolated) |",
+            "|---|" + "---|" * (len(done) + 1),
+        ]
+        rate = " | ".join(f"{t.write_edges_per_s[s]:,.0f}" for s in done)
+        lines.append(f"| write (edges/s) | {rate} | |")
+        for name in QUESTIONS:
+            cells = " | ".join(_ms(t.latency_s[(name, s)]) for s in done)
+            lines.append(f"| {name} | {cells} | {extrapolate(t.latency_s, name, done)} |")
+        answers = " | ".join(str(t.answer_size[("sharedSubcircuits", s)]) for s in done)
+        lines += ["", f"sharedSubcircuits answer size (edges): {answers}.", ""]
+        if t.profile:
+            lines += [t.profile, ""]
+        parts.append("\n".join(lines))
+    return "\n".join(parts)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--circuits", type=int, default=1000)
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--sizes", default="10,100,1000,10000")
     parser.add_argument("--edges", type=int, default=1000, help="edges per circuit")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--postgres-url", default=None)
+    parser.add_argument("--backends", default="sqlite,neo4j", help="comma-separated")
+    parser.add_argument("--postgres-url", default=None, help="an empty database to use")
+    parser.add_argument("--neo4j-uri", default=None, help="default: start tests/neo4j_server")
+    parser.add_argument("--password", default="", help="Neo4j password for --neo4j-uri")
+    parser.add_argument("--neo4j-pagecache-mib", type=int, default=4096)
     parser.add_argument("--output", type=Path, default=RESULTS)
-    parser.add_argument(
-        "--backends", default="sqlite,postgres,falkordb", help="comma-separated subset"
-    )
     args = parser.parse_args()
-    sizes = [s for s in (10, 100, 1000) if s <= args.circuits]
-    docs = make_circuits(args.circuits, args.edges)
-    rows = []
-    with open_backends(args.postgres_url, set(args.backends.split(","))) as stores:
-        for label, store in stores:
-            print(f"{label}: writing {len(docs)} circuits x {args.edges} edges ...", flush=True)
-            result = measure(store, docs, sizes, args.repeats)
-            print(label, {k: round(v, 4) for k, v in result.items()}, flush=True)
-            rows.append((label, result))
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    lines = [
-        "# Circuit store (bench/store_bench.py)",
-        "",
-        f"{args.circuits} circuits x {args.edges} edges (gpt2-small-sized model, 40% shared"
-        f" core), {platform.machine()}, Python {platform.python_version()},"
-        f" run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}."
-        " Shared subcircuit: min_support = half the selected circuits, median of"
-        f" {args.repeats} runs; the answer includes every shared edge's score in every circuit."
-        " Servers (PostgreSQL, FalkorDB) run on the same 2-core machine.",
-        "",
-        "| backend | write (edges/s) | "
-        + " | ".join(f"shared over {s} (ms, edges)" for s in sizes)
-        + " | heap peak of largest query (MiB) |",
-        "|---|---|" + "---|" * len(sizes) + "---|",
-    ]
-    for label, r in rows:
-        cells = [
-            f"{r[f'shared_{s}_s'] * 1000:.0f} ms ({int(r[f'shared_{s}_edges'])})" for s in sizes
-        ]
-        lines.append(
-            f"| {label} | {r['edges_per_s']:,.0f} | "
-            + " | ".join(cells)
-            + f" | {r['query_heap_peak_mb']:.1f} |"
-        )
-    lines += ["", f"Peak resident set size of the benchmark process: {rss_mb:.0f} MiB.", ""]
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text("\n".join(lines))
-    print("\n".join(lines))
+    sizes = sorted(int(s) for s in args.sizes.split(","))
+    maker = CircuitMaker(args.edges)
+    results: dict[str, Timings] = {}
+
+    def write_report() -> None:  # after every stage: a long run keeps what it measured
+        args.output.write_text(report(results, sizes, args))
+
+    for backend in args.backends.split(","):
+        print(f"{LABELS[backend]}:", flush=True)
+        with (
+            tempfile.TemporaryDirectory(prefix="store-bench-") as tmp,
+            open_backend(backend, args, Path(tmp)) as store,
+        ):
+            timings = results[backend] = Timings()
+            measure(store, maker, sizes, args.repeats, timings, write_report)
+            if backend == "neo4j":
+                timings.profile = profile_slowest(store, maker, timings, sizes[-1])
+            write_report()
+    print(args.output.read_text())
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

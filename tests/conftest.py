@@ -9,14 +9,13 @@ error, never a skip, so the suite cannot go green without having exercised both.
 
 from __future__ import annotations
 
+import importlib.util
 import os
-import shutil
-import socket
-import subprocess
-import time
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 import pytest
@@ -118,43 +117,16 @@ def _unavailable(reason: str) -> None:
     pytest.skip(f"no Neo4j: {reason}; to run these tests, {NEO4J_HOW_TO}")
 
 
-def _build_neo4j_launcher() -> list[str]:
-    """``mvn package`` the launcher once (skipped while its jar is newer than its sources)."""
-    target = NEO4J_SERVER_DIR / "target"
-    jar = target / "neo4j-test-server-0.1.0.jar"
-    sources = [NEO4J_SERVER_DIR / "pom.xml", *NEO4J_SERVER_DIR.glob("src/**/*.java")]
-    stale = not jar.exists() or jar.stat().st_mtime < max(p.stat().st_mtime for p in sources)
-    if stale or not (target / "classpath.txt").exists():
-        built = subprocess.run(
-            ["mvn", "-q", "-B", "package"], cwd=NEO4J_SERVER_DIR, capture_output=True, text=True
-        )
-        if built.returncode != 0:
-            _unavailable(f"mvn package in {NEO4J_SERVER_DIR} failed:\n{built.stdout[-3000:]}")
-    classpath = (target / "classpath.txt").read_text().strip()
-    return ["-cp", f"{jar}{os.pathsep}{classpath}", "circuitreg.testserver.Launcher"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_for_bolt(uri: str, process: subprocess.Popen[str], timeout_s: float) -> None:
-    from neo4j import GraphDatabase
-
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if process.poll() is not None:
-            _unavailable(f"the Neo4j launcher exited with {process.returncode}")
-        try:
-            with GraphDatabase.driver(uri, auth=("neo4j", "")) as driver:
-                driver.verify_connectivity()
-            return
-        except Exception as exc:
-            if time.monotonic() > deadline:
-                _unavailable(f"Bolt at {uri} did not answer in {timeout_s:.0f} s: {exc}")
-            time.sleep(0.5)
+def _local_neo4j() -> ModuleType:
+    """tests/neo4j_server/local_neo4j.py, which bench/store_bench.py uses too."""
+    spec = importlib.util.spec_from_file_location(
+        "local_neo4j", NEO4J_SERVER_DIR / "local_neo4j.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="session")
@@ -168,31 +140,15 @@ def neo4j_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if configured:
         yield configured
         return
-    java, mvn = shutil.which("java"), shutil.which("mvn")
-    if not java or not mvn:
-        _unavailable("java or mvn is not on PATH")
-    command = [str(java), "-Xmx1g", "-XX:+UseSerialGC", *_build_neo4j_launcher()]
-    home = tmp_path_factory.mktemp("neo4j")
-    uri = f"bolt://127.0.0.1:{_free_port()}"
-    log = (home / "launcher.log").open("w")
-    process = subprocess.Popen(
-        [*command, str(home), uri.rsplit(":", 1)[1]],
-        stdin=subprocess.PIPE,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    local = _local_neo4j()
     try:
-        _wait_for_bolt(uri, process, timeout_s=120)
-        yield uri
+        server = local.start_local_neo4j(tmp_path_factory.mktemp("neo4j"))
+    except local.Neo4jUnavailable as exc:
+        _unavailable(str(exc))
+    try:
+        yield server.uri
     finally:
-        assert process.stdin is not None
-        process.stdin.close()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:  # pragma: no cover - a hung shutdown
-            process.kill()
-        log.close()
+        server.stop()
 
 
 @pytest.fixture

@@ -43,6 +43,8 @@ class CypherDialect:
     """How one engine applies a schema statement written in Neo4j syntax."""
 
     name: Literal["neo4j", "falkordb"]
+    # One circuit's statements commit or fail together (multi-statement transactions).
+    atomic_writes: bool
 
     def apply_schema(self, session: SchemaSession, statement: str) -> None:
         """Apply one schema statement idempotently."""
@@ -53,6 +55,7 @@ class Neo4jDialect(CypherDialect):
     """Neo4j runs the migration statements as written."""
 
     name: Literal["neo4j", "falkordb"] = "neo4j"
+    atomic_writes = True
 
     def apply_schema(self, session: SchemaSession, statement: str) -> None:
         """Run it; ``IF NOT EXISTS`` makes it idempotent."""
@@ -63,6 +66,7 @@ class FalkorDialect(CypherDialect):
     """FalkorDB: translated indexes and ``GRAPH.CONSTRAINT`` unique constraints."""
 
     name: Literal["neo4j", "falkordb"] = "falkordb"
+    atomic_writes = False
 
     def apply_schema(self, session: SchemaSession, statement: str) -> None:
         """Translate the statement, tolerating an index or constraint that already exists."""

@@ -7,7 +7,8 @@ Rules this module keeps, so that its statements are safe and portable:
   ``n0, n1, ...`` and ``e0, e1, ...`` itself, never from user input;
 * bulk writes are ``UNWIND`` batches and every write ``MERGE``\\ s on a stable key
   (``Component.key``, ``(FLOWS.circuit, FLOWS.key)``, ...), so a retried write never
-  duplicates;
+  duplicates; the one exception, ``create_flows``, runs only inside the single transaction
+  that creates its circuit under a uniqueness constraint (Neo4j), where CREATE is exact;
 * the text runs unchanged on Neo4j 5 and FalkorDB; what differs (constraint syntax) lives in
   ``dialect.py``.
 
@@ -175,18 +176,51 @@ def merge_memberships(circuit_id: str, rows: Sequence[dict[str, Any]]) -> Statem
     )
 
 
+_FLOW_PROPS = (
+    "SET r.edge = row.edge, r.source = row.source, r.target = row.target, "
+    "r.receiver = row.receiver, r.score = row.score, r.position = row.position "
+)
+
+
 @builder
 def merge_flows(circuit_id: str, rows: Sequence[dict[str, Any]]) -> Statement:
-    """A batch of the circuit's edges as FLOWS relationships keyed by circuit and key."""
+    """A batch of the circuit's edges as FLOWS relationships keyed by circuit and key.
+
+    For engines without multi-statement transactions (FalkorDB): a retried, half-written
+    circuit MERGEs onto what the first try wrote.
+    """
     return Statement(
         "merge_flows",
         "UNWIND $rows AS row "
         "MATCH (s:Component {key: row.source_key}) "
         "MATCH (t:Component {key: row.target_key}) "
         "MERGE (s)-[r:FLOWS {circuit: $circuit, key: row.key}]->(t) "
-        "ON CREATE SET r.edge = row.edge, r.source = row.source, r.target = row.target, "
-        "r.receiver = row.receiver, r.score = row.score, r.position = row.position "
-        "RETURN count(r) AS n",
+        "ON CREATE " + _FLOW_PROPS + "RETURN count(r) AS n",
+        {"circuit": circuit_id, "rows": list(rows)},
+    )
+
+
+@builder
+def create_flows(circuit_id: str, rows: Sequence[dict[str, Any]]) -> Statement:
+    """The same batch, CREATEd: for Neo4j, where a circuit is written in one transaction.
+
+    A relationship MERGE between two shared components scans the relationships they already
+    have, which grow with every stored circuit (O(registry) per edge). CREATE is exact here:
+    the transaction that writes these edges also CREATEs the pending circuit under a
+    uniqueness constraint and relabels it :Circuit under another, so a racing writer of the
+    same circuit fails at its commit and leaves nothing, and a failed try leaves nothing.
+    """
+    return Statement(
+        "create_flows",
+        # Only while this transaction holds the pending circuit: a writer that lost the
+        # race (the circuit committed meanwhile) matches nothing and creates nothing.
+        "MATCH (:PendingCircuit {id: $circuit}) "
+        "UNWIND $rows AS row "
+        "MATCH (s:Component {key: row.source_key}) "
+        "MATCH (t:Component {key: row.target_key}) "
+        "CREATE (s)-[r:FLOWS {circuit: $circuit, key: row.key}]->(t) "
+        + _FLOW_PROPS
+        + "RETURN count(r) AS n",
         {"circuit": circuit_id, "rows": list(rows)},
     )
 
@@ -497,22 +531,33 @@ def circuits_with_edge(model: str, source: str, edge: str) -> Statement:
 
 
 @builder
-def shared_edges(circuit_ids: Sequence[str], min_support: int, min_importance: float) -> Statement:
-    """Edges in at least ``min_support`` circuits, importance summed over positions."""
+def shared_edges(circuit_ids: Sequence[str], min_support: int) -> Statement:
+    """Per edge of the chosen circuits: its ends and every (circuit, score) pair.
+
+    One row per edge with lists, not one row per relationship: the Python driver decodes
+    about 60k rows/s, so a million (circuit, edge) rows would cost seconds on the client.
+    Positions of one edge are summed and ``min_importance`` applied by the store, in Python;
+    here the relationship count prefilters, an upper bound on the circuits supporting it.
+    """
     return Statement(
         "shared_edges",
         "MATCH ()-[r:FLOWS]->() WHERE r.circuit IN $ids "
-        "WITH r.circuit AS circuit, r.edge AS edge, r.source AS source, r.target AS target, "
-        "r.receiver AS receiver, collect(r.score) AS present "
-        "WITH circuit, edge, source, target, receiver, "
-        "CASE WHEN size(present) = 0 THEN null "
-        "ELSE reduce(total = 0.0, s IN present | total + s) END AS importance "
-        "WHERE $min_importance <= 0 OR abs(importance) >= $min_importance "
-        "WITH edge, source, target, receiver, "
-        "collect({circuit: circuit, importance: importance}) AS per "
+        "WITH r.edge AS edge, min(r.source) AS source, min(r.target) AS target, "
+        "min(r.receiver) AS receiver, collect([r.circuit, r.score]) AS per "
         "WHERE size(per) >= $min_support "
         "RETURN edge, source, target, receiver, per",
-        {"ids": list(circuit_ids), "min_support": min_support, "min_importance": min_importance},
+        {"ids": list(circuit_ids), "min_support": min_support},
+    )
+
+
+@builder
+def circuit_edge_lists(circuit_ids: Sequence[str]) -> Statement:
+    """Each chosen circuit's edge names, one row per circuit (diffs, evolution)."""
+    return Statement(
+        "circuit_edge_lists",
+        "MATCH ()-[r:FLOWS]->() WHERE r.circuit IN $ids "
+        "RETURN r.circuit AS circuit, collect(r.edge) AS edges",
+        {"ids": list(circuit_ids)},
     )
 
 

@@ -8,7 +8,7 @@ uses too (``..common``), so both answer identically.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -101,17 +101,20 @@ class CypherStore:
     ) -> str:
         """MERGE everything under stable keys, then make the circuit visible in one step."""
         circuit_id = doc.id
+        atomic = self.session.dialect.atomic_writes
         if not self._run(q.circuit_exists(circuit_id)):
+            statements = write_statements(doc, job_id, dense_scores_uri, atomic=atomic)
             try:
-                execute_many(self.session, write_statements(doc, job_id, dense_scores_uri))
+                execute_many(self.session, statements)
             except Exception:
                 # A concurrent writer of the same id wins the unique constraint; its
                 # circuit is the same content, so only a still-missing circuit is an error.
                 if not self._run(q.circuit_exists(circuit_id)):
                     raise
-            # Writers racing this one may have MERGEd the same relationships; each writer
-            # cleans up after its own writes, so the last to finish leaves one of each.
-            execute_many(self.session, dedupe_statements(circuit_id))
+            if not atomic:
+                # FalkorDB: writers racing this one may have MERGEd the same relationships;
+                # each cleans up after its own writes, so the last leaves one of each.
+                execute_many(self.session, dedupe_statements(circuit_id))
         self._add_validations(circuit_id, doc.validation)
         return circuit_id
 
@@ -313,21 +316,9 @@ class CypherStore:
         check_shared_args(circuit_ids, min_support)
         ids = sorted(set(circuit_ids))
         self._require_all(ids)
-        rows = self._run(q.shared_edges(ids, min_support, min_importance))
+        rows = self._run(q.shared_edges(ids, min_support))
         ends = {r["edge"]: (r["source"], r["target"], r["receiver"]) for r in rows}
-        edges, comps = shape_shared_edges(
-            (
-                (
-                    r["edge"],
-                    p["circuit"],
-                    None if p["importance"] is None else float(p["importance"]),
-                )
-                for r in rows
-                for p in r["per"]
-            ),
-            ends,
-            min_support,
-        )
+        edges, comps = shape_shared_edges(_supported(rows, min_importance), ends, min_support)
         return SharedSubcircuit(
             circuit_ids=tuple(ids), min_support=min_support, edges=edges, components=comps
         )
@@ -396,13 +387,27 @@ class CypherStore:
     def _edge_names(self, circuit_ids: Sequence[str]) -> dict[str, set[str]]:
         out: dict[str, set[str]] = {}
         for batch in batches(list(circuit_ids), 200):
-            for f in self._run(q.circuit_flows(batch)):
-                out.setdefault(str(f["circuit"]), set()).add(str(f["edge"]))
+            for row in self._run(q.circuit_edge_lists(batch)):
+                out.setdefault(str(row["circuit"]), set()).update(map(str, row["edges"]))
         return out
 
 
-def _float(value: Any) -> float | None:
-    return None if value is None else float(value)
+def _supported(
+    rows: Sequence[dict[str, Any]], min_importance: float
+) -> Iterator[tuple[str, str, float | None]]:
+    """(edge, circuit, importance summed over positions) at or above ``min_importance``."""
+    for row in rows:
+        summed: dict[str, float | None] = {}
+        for circuit, score in row["per"]:
+            before = summed.get(circuit)
+            if score is None:
+                summed.setdefault(circuit, None)
+            else:
+                summed[circuit] = float(score) + (before or 0.0)
+        for circuit, importance in summed.items():
+            if min_importance > 0 and (importance is None or abs(importance) < min_importance):
+                continue
+            yield row["edge"], str(circuit), importance
 
 
 def _summary(row: dict[str, Any]) -> CircuitSummary:

@@ -35,9 +35,17 @@ def checkpoint_key(model: str, checkpoint: str) -> str:
 
 
 def write_statements(
-    doc: CircuitDocument, job_id: str | None, dense_scores_uri: str | None
+    doc: CircuitDocument,
+    job_id: str | None,
+    dense_scores_uri: str | None,
+    *,
+    atomic: bool,
 ) -> list[q.Statement]:
-    """The statements that write one circuit, ending with the one that makes it visible."""
+    """The statements that write one circuit, ending with the one that makes it visible.
+
+    ``atomic``: the engine runs them in one transaction (Neo4j), so edges are CREATEd (see
+    ``queries.create_flows``); otherwise (FalkorDB) they are MERGEd so that a retry is exact.
+    """
     model = doc.model
     circuit_id = doc.id
     comps = stored_components(doc)
@@ -144,7 +152,8 @@ def write_statements(
                 "target_key": component_key(model.name, dst.name, dst.position),
             }
         )
-    stmts.extend(q.merge_flows(circuit_id, b) for b in batches(flow_rows))
+    write_flows = q.create_flows if atomic else q.merge_flows
+    stmts.extend(write_flows(circuit_id, b) for b in batches(flow_rows))
     label_rows = [
         {
             "key": f"{model.name}|{name}|{label}",
@@ -162,5 +171,6 @@ def write_statements(
 
 
 def dedupe_statements(circuit_id: str) -> list[q.Statement]:
-    """Remove what racing writers of the same circuit duplicated (see the query builders)."""
+    """Remove what racing writers of the same circuit duplicated on an engine whose MERGE is
+    not atomic and whose writes are not transactional (FalkorDB; see the query builders)."""
     return [q.dedupe_flows(circuit_id), q.dedupe_circuit_links(circuit_id)]

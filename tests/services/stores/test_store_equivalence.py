@@ -20,7 +20,7 @@ from circuitreg.services.stores.types import (
     NodePattern,
 )
 
-from .conftest import INDUCTION, PREV_TOKEN, faithfulness, load
+from .conftest import INDUCTION, PREV_TOKEN, corpus, faithfulness, load
 
 
 def answers(store: GraphStore, ids: dict[str, str]) -> dict[str, Any]:
@@ -104,7 +104,8 @@ def test_store_every_cypher_builder_is_executed(
     docs: dict[str, CircuitDocument],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Run the whole contract on FalkorDB and check no builder in queries.py went unused."""
+    """Run the whole contract on FalkorDB, write the corpus on Neo4j (whose transactional
+    writes use their own builder), and check no builder in queries.py went unused."""
     from circuitreg.services.stores.cypher import CypherStore
 
     assert set(queries.BUILDERS) == _builder_functions()
@@ -119,5 +120,6 @@ def test_store_every_cypher_builder_is_executed(
     store.list_circuits(CircuitFilter(alias="induction/canonical"), first=5)
     store.wipe()
     assert store.list_circuits(CircuitFilter(), first=5).items == ()
+    load(open_backend("neo4j"), corpus())
     missing = set(queries.BUILDERS) - set(recording.EXECUTED)
     assert not missing, f"builders never executed by the contract: {sorted(missing)}"

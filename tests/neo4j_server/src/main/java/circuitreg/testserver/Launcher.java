@@ -15,19 +15,21 @@ import org.neo4j.io.ByteUnit;
  * Starts Neo4j Community with Bolt on 127.0.0.1:PORT, data under HOME, and runs until its
  * standard input closes (so a test session that dies never leaves a server behind).
  *
- * <p>Usage: {@code java -cp ... circuitreg.testserver.Launcher HOME PORT}. Prints one line
+ * <p>Usage: {@code java -cp ... circuitreg.testserver.Launcher HOME PORT [PAGECACHE_MIB]}.
+ * Prints one line
  * {@code READY bolt://127.0.0.1:PORT} once Bolt accepts connections.
  */
 public final class Launcher {
   private Launcher() {}
 
   public static void main(String[] args) throws IOException {
-    if (args.length != 2) {
-      System.err.println("usage: Launcher HOME PORT");
+    if (args.length < 2 || args.length > 3) {
+      System.err.println("usage: Launcher HOME PORT [PAGECACHE_MIB]");
       System.exit(2);
     }
     Path home = Path.of(args[0]);
     int port = Integer.parseInt(args[1]);
+    long pageCacheMib = args.length == 3 ? Long.parseLong(args[2]) : 256;
     DatabaseManagementService dbms =
         new DatabaseManagementServiceBuilder(home)
             .setConfig(BoltConnector.enabled, true)
@@ -35,8 +37,8 @@ public final class Launcher {
             .setConfig(HttpConnector.enabled, false)
             // Tests connect without credentials, as to a fresh local server.
             .setConfig(GraphDatabaseSettings.auth_enabled, false)
-            // A test machine has 24 GiB shared with PyTorch: keep the page cache small.
-            .setConfig(GraphDatabaseSettings.pagecache_memory, ByteUnit.mebiBytes(256))
+            // Tests keep it small (24 GiB shared with PyTorch); the store bench gives more.
+            .setConfig(GraphDatabaseSettings.pagecache_memory, ByteUnit.mebiBytes(pageCacheMib))
             .setConfig(GraphDatabaseSettings.shutdown_transaction_end_timeout, Duration.ofSeconds(2))
             .build();
     Runtime.getRuntime().addShutdownHook(new Thread(dbms::shutdown));
