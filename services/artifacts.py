@@ -20,7 +20,7 @@ import os
 import re
 import tempfile
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -183,8 +183,3 @@ class ArtifactStore:
         ref = ArtifactRef.from_uri(ref) if isinstance(ref, str) else ref
         fs, path = fsspec.core.url_to_fs(ref.uri)
         return bool(fs.exists(path))
-
-
-def scores_of(mapping: Mapping[str, float]) -> tuple[list[str], list[float]]:
-    """Split a mapping into the (names, scores) pair ``put_scores`` takes."""
-    return list(mapping), [float(v) for v in mapping.values()]

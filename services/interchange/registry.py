@@ -6,10 +6,11 @@ name twice is an error so that two modules can never silently fight over ``"mib"
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from circuitreg.registry import Registry
 from circuitreg.schema import CircuitDocument
 
 from .base import ImportOptions
@@ -63,42 +64,22 @@ class Format:
             raise exc.with_format(self.name) from None
 
 
-class FormatRegistry:
+class FormatRegistry(Registry[Format]):
     """Formats by name, in registration order (which is also detection order)."""
 
     def __init__(self) -> None:
-        self._formats: dict[str, Format] = {}
+        super().__init__(
+            "format", error=UnknownFormatError, duplicate_error=ValueError, sort_names=False
+        )
 
     def register(self, fmt: Format) -> Format:
         """Add a format; a name already taken is refused."""
-        if fmt.name in self._formats:
-            raise ValueError(f"interchange format {fmt.name!r} is already registered")
-        self._formats[fmt.name] = fmt
-        return fmt
-
-    def get(self, name: str) -> Format:
-        """The format called ``name``, or an error listing the known names."""
-        try:
-            return self._formats[name]
-        except KeyError:
-            raise UnknownFormatError(
-                f"unknown format {name!r}; known formats: {', '.join(self.names())}"
-            ) from None
-
-    def names(self) -> list[str]:
-        """Every registered name."""
-        return list(self._formats)
+        return self.add(fmt.name, fmt)
 
     def readable(self) -> list[str]:
         """Names of formats that can be imported."""
-        return [f.name for f in self._formats.values() if f.reader is not None]
+        return [f.name for f in self if f.reader is not None]
 
     def writable(self) -> list[str]:
         """Names of formats that can be exported."""
-        return [f.name for f in self._formats.values() if f.writer is not None]
-
-    def __iter__(self) -> Iterator[Format]:
-        return iter(self._formats.values())
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._formats
+        return [f.name for f in self if f.writer is not None]

@@ -24,15 +24,19 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
 from circuitreg.workers.engine import InterventionEngine
 from circuitreg.workers.graph import ComputationalGraph
 from circuitreg.workers.methods.base import ConfigError, MethodConfig, ProgressFn, ScoreResult
+from circuitreg.workers.methods.registry import register_method
 from circuitreg.workers.metrics import MetricFn, within_rounding
 from circuitreg.workers.tasks.base import TaskData
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
 
 
 @dataclass(frozen=True)
@@ -128,8 +132,13 @@ class _Pruner:
                 self.depth = min(self.max_depth, 2 * self.depth) if full else used
 
 
+@register_method(
+    "acdc",
+    config=ACDCConfig,
+    description="ACDC: greedy exact pruning of edges whose removal costs < tau",
+)
 def acdc(
-    model: Any,
+    model: TransformerBridge,
     task: TaskData,
     graph: ComputationalGraph,
     config: ACDCConfig,

@@ -19,14 +19,18 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import torch
 
 from circuitreg.workers.engine import InterventionEngine
 from circuitreg.workers.graph import ComputationalGraph
 from circuitreg.workers.methods.base import ConfigError, MethodConfig, ProgressFn, ScoreResult
+from circuitreg.workers.methods.registry import register_method
 from circuitreg.workers.tasks.base import TaskData
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
 
 
 @dataclass(frozen=True)
@@ -84,8 +88,13 @@ def attribution_scores(
     return total.float()
 
 
+@register_method(
+    "eap",
+    config=EAPConfig,
+    description="Edge attribution patching: one backward pass scores all edges",
+)
 def eap(
-    model: Any,
+    model: TransformerBridge,
     task: TaskData,
     graph: ComputationalGraph,
     config: EAPConfig,

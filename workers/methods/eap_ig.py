@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import torch
 
@@ -42,7 +42,11 @@ from circuitreg.workers.engine import InterventionEngine, Override, PreparedBatc
 from circuitreg.workers.graph import ComputationalGraph
 from circuitreg.workers.methods.base import ConfigError, MethodConfig, ProgressFn, ScoreResult
 from circuitreg.workers.methods.eap import node_scores_from_edges
+from circuitreg.workers.methods.registry import register_method
 from circuitreg.workers.tasks.base import TaskData
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,7 @@ def _writer_groups(graph: ComputationalGraph) -> list[tuple[int, int]]:
     return groups
 
 
-def _refuse_a_normalised_zero_input(model: Any, ablation: str) -> None:
+def _refuse_a_normalised_zero_input(model: TransformerBridge, ablation: str) -> None:
     """Refuse to integrate from an all-zero input into a model that normalises it.
 
     With zero ablation both variants integrate the input's contribution from an all-zero
@@ -112,8 +116,13 @@ def _gradient(
     return grad[0].double().cpu()
 
 
+@register_method(
+    "eap_ig",
+    config=EAPIGConfig,
+    description="EAP with integrated gradients (inputs or activations)",
+)
 def eap_ig(
-    model: Any,
+    model: TransformerBridge,
     task: TaskData,
     graph: ComputationalGraph,
     config: EAPIGConfig,

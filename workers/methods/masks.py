@@ -44,7 +44,7 @@ import contextlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -53,6 +53,7 @@ from circuitreg.workers.graph import ComputationalGraph
 from circuitreg.workers.methods.base import ConfigError, ProgressFn, ScoreResult
 from circuitreg.workers.methods.masks_config import MaskPruningConfig
 from circuitreg.workers.methods.masks_param import deterministic_mask, make_distribution
+from circuitreg.workers.methods.registry import register_method
 from circuitreg.workers.metrics import within_rounding
 from circuitreg.workers.tasks.base import TaskData
 
@@ -60,6 +61,13 @@ if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
 
+@register_method(
+    MaskPruningConfig.method_name,
+    config=MaskPruningConfig,
+    description=(
+        "Differentiable mask pruning with an L0 penalty (hard-concrete or Gumbel-sigmoid STE)"
+    ),
+)
 def mask_pruning(
     model: TransformerBridge,
     task: TaskData,
@@ -235,7 +243,7 @@ def _target_density(config: MaskPruningConfig, step: int) -> float | None:
 
 
 @contextlib.contextmanager
-def _frozen(model: Any) -> Iterator[None]:
+def _frozen(model: TransformerBridge) -> Iterator[None]:
     """Stop gradients into the model's own parameters (the engine calls its norms and MLPs),
     so training the masks never writes ``.grad`` on the caller's model."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -255,11 +263,3 @@ def _seeded(seed: int, device: torch.device) -> Iterator[None]:
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         yield
-
-
-METHOD = (
-    MaskPruningConfig.method_name,
-    mask_pruning,
-    MaskPruningConfig,
-    "Differentiable mask pruning with an L0 penalty (hard-concrete or Gumbel-sigmoid STE)",
-)

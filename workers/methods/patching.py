@@ -45,7 +45,7 @@ from circuitreg.workers.methods.patching_hooks import (
     read_positions,
     run_node_patches,
 )
-from circuitreg.workers.methods.patching_path import PathPatchingConfig, path_patching
+from circuitreg.workers.methods.registry import register_method
 from circuitreg.workers.metrics import resolve_metric
 from circuitreg.workers.tasks.base import TaskData
 
@@ -104,6 +104,11 @@ def patched_nodes(graph: ComputationalGraph, components: ComponentChoice) -> lis
     return nodes
 
 
+@register_method(
+    ActivationPatchingConfig.method_name,
+    config=ActivationPatchingConfig,
+    description="Node activation patching (heads, MLPs, input; all positions or per position)",
+)
 def activation_patching(
     model: TransformerBridge,
     task: TaskData,
@@ -232,19 +237,3 @@ def _node_score_table(
             assert patch.position is not None
             table[patch.position, index] = effect
     return table
-
-
-METHODS = [
-    (
-        ActivationPatchingConfig.method_name,
-        activation_patching,
-        ActivationPatchingConfig,
-        "Node activation patching (heads, MLPs, input; all positions or per position)",
-    ),
-    (
-        PathPatchingConfig.method_name,
-        path_patching,
-        PathPatchingConfig,
-        "Path patching: each sender's effect through chosen receiver inputs only",
-    ),
-]

@@ -34,6 +34,7 @@ from circuitreg.schema.names import LOGITS, ComponentKind, Receiver, edge_name, 
 from circuitreg.workers.engine import InterventionEngine
 from circuitreg.workers.graph import ComputationalGraph, GraphError
 from circuitreg.workers.methods.base import ConfigError, MethodConfig, ProgressFn, ScoreResult
+from circuitreg.workers.methods.registry import register_method
 from circuitreg.workers.tasks.base import TaskData
 
 if TYPE_CHECKING:
@@ -146,6 +147,11 @@ def path_patch(
     return (patched[1:] - patched[0]).float()
 
 
+@register_method(
+    PathPatchingConfig.method_name,
+    config=PathPatchingConfig,
+    description="Path patching: each sender's effect through chosen receiver inputs only",
+)
 def path_patching(
     model: TransformerBridge,
     task: TaskData,

@@ -1,19 +1,22 @@
 """The method registry: every discovery method by name, with its config class.
 
-Methods are registered in one place, ``_register_builtin``, so ``circuitreg methods``, the
-worker and the API all see the same list. Registering a name twice is an error (two
-implementations answering to one name would make stored circuits ambiguous). Other modules
-(mask pruning, patching) add themselves to ``BUILTIN_MODULES`` below; each exposes a
-``METHOD`` tuple ``(name, function, config class, description)``.
+A method declares itself where it is written, with ``@register_method("eap", config=...,
+description=...)``; ``BUILTIN_MODULES`` lists the modules that hold methods, in one place, so
+``circuitreg methods``, the worker and (through ``schema/methods.json``) the API all see the
+same list. Adding a method is one new module and one line in that list. A name registered
+twice is refused (two implementations answering to one name would make stored circuits
+ambiguous).
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from types import ModuleType
+from typing import Any, TypeVar
 
+from circuitreg.registry import Registry
 from circuitreg.workers.methods.base import ConfigError, Method, MethodConfig
 
 
@@ -46,41 +49,38 @@ class MethodInfo:
         }
 
 
-class MethodRegistry:
+class MethodRegistry(Registry[MethodInfo]):
     """Methods by name; refuses duplicates."""
 
     def __init__(self) -> None:
-        self._methods: dict[str, MethodInfo] = {}
+        super().__init__("method", error=RegistryError)
 
     def register(
         self, name: str, fn: Method, config_cls: type[MethodConfig], description: str
     ) -> None:
         """Add a method; ``RegistryError`` if the name is taken or disagrees with the config."""
-        if name in self._methods:
-            raise RegistryError(f"method {name!r} is already registered")
         if config_cls.method_name != name:
             raise RegistryError(
                 f"method {name!r} uses config {config_cls.__name__}, "
                 f"whose method_name is {config_cls.method_name!r}"
             )
-        self._methods[name] = MethodInfo(name, fn, config_cls, description)
+        self.add(name, MethodInfo(name, fn, config_cls, description))
 
-    def get(self, name: str) -> MethodInfo:
-        """The method called ``name``; ``RegistryError`` lists the known ones."""
-        try:
-            return self._methods[name]
-        except KeyError:
-            raise RegistryError(
-                f"unknown method {name!r}; known methods: {', '.join(sorted(self._methods))}"
-            ) from None
-
-    def names(self) -> list[str]:
-        """Registered names, sorted."""
-        return sorted(self._methods)
+    def load(self, module: ModuleType) -> list[str]:
+        """Register every ``@register_method`` function defined in ``module``."""
+        found = [
+            info
+            for value in vars(module).values()
+            if (info := getattr(value, _MARK, None)) is not None
+            and getattr(value, "__module__", None) == module.__name__
+        ]
+        for info in found:
+            self.register(info.name, info.fn, info.config_cls, info.description)
+        return [info.name for info in found]
 
     def describe(self) -> list[dict[str, Any]]:
         """Every method with its options (for the CLI, the worker and the API)."""
-        return [self._methods[n].describe() for n in self.names()]
+        return [self.get(n).describe() for n in self.names()]
 
     def config_from_dict(self, data: Mapping[str, Any]) -> MethodConfig:
         """Rebuild a config from ``to_dict`` output (its ``method`` key picks the class)."""
@@ -89,44 +89,28 @@ class MethodRegistry:
         return self.get(str(data["method"])).config(data)
 
 
-# Optional method modules written elsewhere; each defines METHOD = (name, fn, cls, text).
+# Every module that defines methods; a new method is a new module and a line here.
 BUILTIN_MODULES = (
+    "circuitreg.workers.methods.eap",
+    "circuitreg.workers.methods.eap_ig",
+    "circuitreg.workers.methods.acdc",
     "circuitreg.workers.methods.masks",
     "circuitreg.workers.methods.patching",
+    "circuitreg.workers.methods.patching_path",
 )
 
-
-def _register_builtin(registry: MethodRegistry) -> None:
-    from circuitreg.workers.methods.acdc import ACDCConfig, acdc
-    from circuitreg.workers.methods.eap import EAPConfig, eap
-    from circuitreg.workers.methods.eap_ig import EAPIGConfig, eap_ig
-
-    registry.register(
-        "eap", eap, EAPConfig, "Edge attribution patching: one backward pass scores all edges"
-    )
-    registry.register(
-        "eap_ig", eap_ig, EAPIGConfig, "EAP with integrated gradients (inputs or activations)"
-    )
-    registry.register(
-        "acdc", acdc, ACDCConfig, "ACDC: greedy exact pruning of edges whose removal costs < tau"
-    )
-    for module_name in BUILTIN_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue
-        for entry in _entries(module):
-            registry.register(*entry)
+_MARK = "__circuitreg_method__"
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _entries(module: Any) -> list[tuple[str, Method, type[MethodConfig], str]]:
-    entries = getattr(module, "METHODS", None)
-    if entries is None:
-        single = getattr(module, "METHOD", None)
-        entries = [] if single is None else [single]
-    return list(entries)
+def register_method(name: str, *, config: type[MethodConfig], description: str) -> Callable[[F], F]:
+    """Declare ``fn`` as the method ``name``; registered when its module is loaded."""
+
+    def mark(fn: F) -> F:
+        setattr(fn, _MARK, MethodInfo(name, fn, config, description))
+        return fn
+
+    return mark
 
 
 _DEFAULT: MethodRegistry | None = None
@@ -137,6 +121,7 @@ def default_registry() -> MethodRegistry:
     global _DEFAULT
     if _DEFAULT is None:
         registry = MethodRegistry()
-        _register_builtin(registry)
+        for module_name in BUILTIN_MODULES:
+            registry.load(importlib.import_module(module_name))
         _DEFAULT = registry
     return _DEFAULT

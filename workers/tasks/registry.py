@@ -3,6 +3,7 @@
 
 Registered in one place (``_builtin``); other modules (the tracr tasks) add themselves by
 exposing ``TASKS``, a sequence of ``TaskInfo``, from a module listed in ``EXTRA_MODULES``.
+The registry itself is the shared ``circuitreg.registry.Registry``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from circuitreg.registry import Registry
 from circuitreg.workers.tasks.base import (
     TaskContext,
     TaskData,
@@ -78,30 +80,15 @@ def _builtin() -> list[TaskInfo]:
     ]
 
 
-class TaskRegistry:
+class TaskRegistry(Registry[TaskInfo]):
     """Registered tasks; refuses duplicate names."""
 
     def __init__(self) -> None:
-        self._tasks: dict[str, TaskInfo] = {}
+        super().__init__("task", error=TaskError)
 
     def register(self, info: TaskInfo) -> None:
         """Add a task; ``TaskError`` if its name is taken."""
-        if info.name in self._tasks:
-            raise TaskError(f"task {info.name!r} is already registered")
-        self._tasks[info.name] = info
-
-    def get(self, name: str) -> TaskInfo:
-        """The task called ``name``; the error lists the known ones."""
-        try:
-            return self._tasks[name]
-        except KeyError:
-            raise TaskError(
-                f"unknown task {name!r}; known tasks: {', '.join(sorted(self._tasks))}"
-            ) from None
-
-    def names(self) -> list[str]:
-        """Registered task names, sorted."""
-        return sorted(self._tasks)
+        self.add(info.name, info)
 
     def describe(self) -> list[dict[str, Any]]:
         """Name, options and description of every task."""
@@ -112,7 +99,7 @@ class TaskRegistry:
                 "description": t.description,
                 "needs_tokenizer": t.needs_tokenizer,
             }
-            for t in (self._tasks[n] for n in self.names())
+            for t in (self.get(n) for n in self.names())
         ]
 
     def build(self, spec: str, context: TaskContext) -> TaskData:
@@ -143,13 +130,7 @@ def default_registry() -> TaskRegistry:
         for info in _builtin():
             registry.register(info)
         for module_name in EXTRA_MODULES:
-            try:
-                module = importlib.import_module(module_name)
-            except ModuleNotFoundError as exc:
-                if exc.name != module_name:
-                    raise
-                continue
-            for info in getattr(module, "TASKS", ()):
+            for info in importlib.import_module(module_name).TASKS:
                 registry.register(info)
         _DEFAULT = registry
     return _DEFAULT
