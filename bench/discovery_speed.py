@@ -191,7 +191,7 @@ def measure_acdc(
         t_hooked = time.perf_counter() - start
     finally:
         acdc_module.InterventionEngine = InterventionEngine  # type: ignore[misc]
-    same = bool((batched.extra["circuit_mask"] == looped.extra["circuit_mask"]).all())
+    same = bool((batched.circuit == looped.circuit).all())
     return {
         "model": label,
         "edges": graph.n_edges,

@@ -205,8 +205,8 @@ class Recovery:
 
 def own_circuit(result: ScoreResult) -> tuple[torch.Tensor, str] | None:
     """The circuit a method returns itself (ACDC's kept edges, a mask's positive logits)."""
-    if "circuit_mask" in result.extra:
-        return torch.as_tensor(result.extra["circuit_mask"]).bool().cpu(), "own circuit"
+    if result.circuit is not None:
+        return result.circuit.bool().cpu(), "own circuit"
     if "mask_logits" in result.extra:
         return torch.tensor(result.extra["mask_logits"]) > 0, "own circuit (logit > 0)"
     return None

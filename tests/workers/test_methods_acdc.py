@@ -53,7 +53,7 @@ def test_acdc_keeps_the_planted_edge_and_drops_dead_heads() -> None:
     assert float(alone[0]) > 0.01, "the planted edge must matter for the test to mean anything"
 
     result = acdc(model, task, graph, ACDCConfig(tau=0.005))
-    circuit = result.extra["circuit_mask"]
+    circuit = result.circuit
     assert circuit[planted]
     kept_nodes = set(graph.nodes_in(circuit))
     assert kept_nodes <= {"input", "a0.h1", "a1.h2", "logits"}
@@ -70,7 +70,7 @@ def test_speculative_batching_decides_exactly_like_one_candidate_at_a_time() -> 
     task = induction_task(seq_len=4, n=4, d_vocab=40, seed=2)
     one = acdc(model, task, graph, ACDCConfig(tau=2e-5, set_batch=1))
     many = acdc(model, task, graph, ACDCConfig(tau=2e-5, set_batch=16))
-    assert torch.equal(one.extra["circuit_mask"], many.extra["circuit_mask"])
+    assert torch.equal(one.circuit, many.circuit)
     assert torch.allclose(one.edge_scores, many.edge_scores, atol=1e-5)
     assert many.n_forward < one.n_forward
     assert 0 < int(many.extra["n_kept"]) < graph.n_edges
@@ -86,7 +86,7 @@ def test_relative_tau_is_a_fraction_of_the_full_effect() -> None:
     assert full_effect > 0.01
     relative = acdc(model, task, graph, ACDCConfig(tau=0.2, relative_tau=True))
     absolute = acdc(model, task, graph, ACDCConfig(tau=0.2 * full_effect))
-    assert torch.equal(relative.extra["circuit_mask"], absolute.extra["circuit_mask"])
+    assert torch.equal(relative.circuit, absolute.circuit)
     assert relative.extra["tau_absolute"] == pytest.approx(0.2 * full_effect)
     assert int(relative.extra["n_kept"]) > 0
     # the same fraction keeps fewer edges as it grows: tau is not ignored

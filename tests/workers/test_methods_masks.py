@@ -141,7 +141,7 @@ def test_mask_pruning_recovers_the_planted_path_at_the_target_sparsity(
     assert result.n_backward == (0 if parameterisation == "bernoulli_score" else 200)
     assert result.params["parameterisation"] == parameterisation
     assert result.extra["warnings"] == [] and result.extra["recovered_fraction"] > 0.5
-    assert set(graph.edges_from_mask(result.extra["circuit_mask"])) == PLANTED
+    assert set(graph.edges_from_mask(result.circuit)) == PLANTED
     # Training the masks leaves the model untouched, gradients included.
     assert all(torch.equal(a, b) for a, b in zip(weights_before, model.parameters(), strict=True))
     assert all(p.grad is None for p in model.parameters())

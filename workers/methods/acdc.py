@@ -144,7 +144,7 @@ def acdc(
     config: ACDCConfig,
     progress: ProgressFn | None = None,
 ) -> ScoreResult:
-    """Run ACDC; ``edge_scores`` are the measured removal costs, the circuit is in ``extra``."""
+    """Run ACDC; ``edge_scores`` are the measured removal costs, ``circuit`` the kept edges."""
     start = time.perf_counter()
     engine = InterventionEngine(
         model, graph, task, config.ablation, config.metric, config.batch_size, config.set_batch
@@ -167,8 +167,8 @@ def acdc(
         n_forward=engine.n_forward,
         n_backward=0,
         seconds=time.perf_counter() - start,
+        circuit=circuit,
         extra={
-            "circuit_mask": circuit,
             "n_kept": int(circuit.sum()),
             "final_metric": pruner.current,
             "tau_absolute": pruner.tau,  # tau itself, or its fraction of the full effect

@@ -157,8 +157,9 @@ class ScoreResult:
 
     ``edge_scores`` is ``[n_edges]`` in ``graph.edges`` order, on the CPU. Larger magnitude
     means more important; the sign says whether the edge helps (+) or hurts (-) the metric's
-    direction as the method defines it. ``extra`` holds method-specific measurements (clean
-    and corrupted metric, the circuit ACDC kept, ...).
+    direction as the method defines it. ``circuit`` is the method's own circuit where it
+    selects one (ACDC's kept edges, mask pruning's masks): a bool mask in ``graph.edges``
+    order. ``extra`` holds method-specific measurements (clean and corrupted metric, ...).
     """
 
     edge_scores: torch.Tensor
@@ -168,6 +169,7 @@ class ScoreResult:
     n_backward: int
     seconds: float
     node_scores: torch.Tensor | None = None
+    circuit: torch.Tensor | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -208,14 +210,13 @@ DEFAULT_TOP_K = 100
 def default_selection(result: ScoreResult, graph: ComputationalGraph) -> Selection | torch.Tensor:
     """The edges a run keeps when its caller names no selection.
 
-    The method's own circuit where it returns one (``extra["circuit_mask"]``: ACDC's kept
+    The method's own circuit where it returns one (``ScoreResult.circuit``: ACDC's kept
     edges, mask pruning's learned masks), otherwise the ``DEFAULT_TOP_K`` highest-|score|
     edges. The CLI and the worker both use it, so a ``discover`` run and a queued job of the
     same method keep the same edges.
     """
-    own = result.extra.get("circuit_mask")
-    if own is not None:
-        return torch.as_tensor(own).bool().cpu()
+    if result.circuit is not None:
+        return result.circuit.bool().cpu()
     return Selection("top_k", min(DEFAULT_TOP_K, graph.n_edges))
 
 

@@ -33,9 +33,9 @@ Scores. The learned logits are monotone in the keep probability; the shared sele
 by ``|score|``, so the scores reported are ``sigmoid(logit)`` (ranking and top-k identical to
 the logits', never negative) and the raw logits are in ``extra["mask_logits"]``. An edge is
 in the learned circuit when its logit is positive, i.e. its score exceeds 0.5: the selection
-``threshold 0.5`` returns it, and ``extra`` records it (``circuit_mask``, the selection a run
-uses when none is named), its size, sparsity and metric, and a warning when it keeps less than
-half of the clean-vs-ablated metric gap (see ``_unfaithful_warning``).
+``threshold 0.5`` returns it, ``ScoreResult.circuit`` holds it (the selection a run uses when
+none is named), and ``extra`` its size, sparsity and metric, and a warning when it keeps less
+than half of the clean-vs-ablated metric gap (see ``_unfaithful_warning``).
 """
 
 from __future__ import annotations
@@ -142,9 +142,9 @@ def mask_pruning(
         n_forward=engine.n_forward,
         n_backward=n_backward,
         seconds=time.perf_counter() - started,
+        circuit=circuit.bool(),
         extra={
             "mask_logits": learned.tolist(),
-            "circuit_mask": circuit.bool(),
             "circuit_edges": int(circuit.sum()),
             "achieved_sparsity": 1.0 - float(circuit.float().mean()),
             "target_sparsity": (
