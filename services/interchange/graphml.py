@@ -101,7 +101,7 @@ def _own_document(graph: nx.MultiDiGraph) -> CircuitDocument:
     meta = graph.graph
     try:
         doc: dict[str, Any] = {k: json.loads(meta[k]) for k in _META}
-    except (KeyError, json.JSONDecodeError) as exc:
+    except (KeyError, json.JSONDecodeError, RecursionError) as exc:
         raise InterchangeError(f"bad circuitreg metadata: {exc}", location="graph data") from None
     doc.update(format=meta["circuitreg_format"], ablation=meta.get("ablation", "resample"))
     doc.update(metric=meta.get("metric", "logit_diff"), seed=meta.get("seed"))

@@ -28,6 +28,9 @@ def parse_json(data: bytes | str) -> Any:
         raise InterchangeError(
             f"invalid JSON: {exc.msg}", location=f"line {exc.lineno} column {exc.colno}"
         ) from None
+    except RecursionError:
+        # No circuit format nests more than a few levels; a hostile file can nest 100,000.
+        raise InterchangeError("JSON nested too deeply to be a circuit file") from None
 
 
 def child(path: str, key: str | int) -> str:

@@ -66,3 +66,11 @@ def test_damaged_files_raise_interchange_errors_only(fmt: str) -> None:
                 refused += 1
                 assert str(exc)  # every refusal has a message
     assert refused > 50  # most damage is caught, the rest still parses to a valid document
+
+
+@pytest.mark.parametrize("fmt", ["circuitreg", "mib", "acdc", None])
+def test_deeply_nested_json_is_refused_in_one_line(fmt: str | None) -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    options = None if fmt == "circuitreg" else ImportOptions(model="toy")
+    with pytest.raises(InterchangeError, match="nested too deeply"):
+        read_document(deep, fmt, options)
