@@ -551,6 +551,18 @@ def shared_edges(circuit_ids: Sequence[str], min_support: int) -> Statement:
 
 
 @builder
+def circuit_edge_arrays(circuit_ids: Sequence[str]) -> Statement:
+    """Each chosen circuit's edge arrays (see ``edge_arrays``); null for older circuits."""
+    return Statement(
+        "circuit_edge_arrays",
+        "MATCH (c:Circuit) WHERE c.id IN $ids "
+        "RETURN c.id AS id, c.edge_keys AS keys, c.edge_scores AS scores, "
+        "c.unscored_keys AS unscored",
+        {"ids": list(circuit_ids)},
+    )
+
+
+@builder
 def circuit_edge_lists(circuit_ids: Sequence[str]) -> Statement:
     """Each chosen circuit's edge names, one row per circuit (diffs, evolution)."""
     return Statement(

@@ -8,8 +8,9 @@ uses too (``..common``), so both answer identically.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import datetime
+from itertools import chain
 from typing import Any
 
 from circuitreg.schema import (
@@ -41,7 +42,7 @@ from ..common import (
     latest_faithfulness,
     make_diff,
     order_validation,
-    shape_shared_edges,
+    shape_shared,
     sort_bindings,
     utc,
     validation_key,
@@ -58,6 +59,14 @@ from ..types import (
     SharedSubcircuit,
 )
 from . import queries as q
+from .edge_arrays import (
+    array_triples,
+    candidate_keys,
+    edge_ends,
+    edge_of,
+    flow_triples,
+    importances,
+)
 from .recording import execute, execute_many
 from .session import CypherSession
 from .writes import batches, dedupe_statements, write_statements
@@ -312,16 +321,31 @@ class CypherStore:
     def shared_subcircuit(
         self, circuit_ids: list[str], min_support: int, min_importance: float = 0.0
     ) -> SharedSubcircuit:
-        """Edges in at least ``min_support`` of the circuits, grouped in Cypher."""
+        """Edges in at least ``min_support`` of the circuits (from their edge arrays)."""
         check_shared_args(circuit_ids, min_support)
         ids = sorted(set(circuit_ids))
-        self._require_all(ids)
-        rows = self._run(q.shared_edges(ids, min_support))
-        ends = {r["edge"]: (r["source"], r["target"], r["receiver"]) for r in rows}
-        edges, comps = shape_shared_edges(_supported(rows, min_importance), ends, min_support)
+        with_arrays, without = self._edge_arrays(ids)
+        keep = candidate_keys(with_arrays, min_support)
+        triples = chain(
+            array_triples(with_arrays, keep),
+            flow_triples(self._run(q.shared_edges(without, 1))) if without else (),
+        )
+        by_edge = importances(triples, min_importance)
+        edges, comps = shape_shared(by_edge, edge_ends(by_edge), min_support)
         return SharedSubcircuit(
             circuit_ids=tuple(ids), min_support=min_support, edges=edges, components=comps
         )
+
+    def _edge_arrays(self, ids: Sequence[str]) -> tuple[list[dict[str, Any]], list[str]]:
+        """Rows of the circuits with edge arrays, and the ids of those without any."""
+        rows = [r for batch in batches(list(ids)) for r in self._run(q.circuit_edge_arrays(batch))]
+        found = {str(r["id"]) for r in rows}
+        for cid in ids:
+            if cid not in found:
+                raise UnknownCircuitError(cid)
+        return [r for r in rows if r["keys"] is not None], [
+            str(r["id"]) for r in rows if r["keys"] is None
+        ]
 
     def diff(self, a: str, b: str) -> CircuitDiff:
         """Edge names only in a, only in b, and in both."""
@@ -386,28 +410,14 @@ class CypherStore:
 
     def _edge_names(self, circuit_ids: Sequence[str]) -> dict[str, set[str]]:
         out: dict[str, set[str]] = {}
-        for batch in batches(list(circuit_ids), 200):
+        with_arrays, without = self._edge_arrays(list(circuit_ids))
+        for row in with_arrays:
+            keys = chain(row["keys"], row["unscored"])
+            out[str(row["id"])] = {edge_of(k) for k in keys}
+        for batch in batches(without, 200):
             for row in self._run(q.circuit_edge_lists(batch)):
                 out.setdefault(str(row["circuit"]), set()).update(map(str, row["edges"]))
         return out
-
-
-def _supported(
-    rows: Sequence[dict[str, Any]], min_importance: float
-) -> Iterator[tuple[str, str, float | None]]:
-    """(edge, circuit, importance summed over positions) at or above ``min_importance``."""
-    for row in rows:
-        summed: dict[str, float | None] = {}
-        for circuit, score in row["per"]:
-            before = summed.get(circuit)
-            if score is None:
-                summed.setdefault(circuit, None)
-            else:
-                summed[circuit] = float(score) + (before or 0.0)
-        for circuit, importance in summed.items():
-            if min_importance > 0 and (importance is None or abs(importance) < min_importance):
-                continue
-            yield row["edge"], str(circuit), importance
 
 
 def _summary(row: dict[str, Any]) -> CircuitSummary:

@@ -15,6 +15,7 @@ from circuitreg.schema import CircuitDocument
 
 from ..common import EndpointIndex, stored_components, utc
 from . import queries as q
+from .edge_arrays import array_props, flow_key
 
 BATCH = 1000
 
@@ -130,6 +131,7 @@ def write_statements(
                 "dense_scores_uri": dense_scores_uri,
                 "created_at": utc(prov.created_at).isoformat(),
                 "provenance": prov.model_dump_json(),
+                **array_props(edges),
             },
         )
     )
@@ -141,7 +143,7 @@ def write_statements(
         dst = endpoint(e.target, e.position)
         flow_rows.append(
             {
-                "key": f"{e.name}@{'' if e.position is None else e.position}",
+                "key": flow_key(e),
                 "edge": e.name,
                 "source": e.source,
                 "target": e.target,
