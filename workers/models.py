@@ -22,12 +22,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import socket
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
 
 from circuitreg.schema.circuit import ModelRef
 
@@ -39,7 +42,21 @@ _HF_WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
 
 
 class ModelLoadError(ValueError):
-    """A model spec that cannot be loaded; the message names the spec and the reason."""
+    """A model spec that cannot be loaded; the message names the spec and the reason.
+
+    The message is one line; ``detail`` keeps what the underlying library said (the hub's
+    network errors run to several lines), for ``--verbose``.
+    """
+
+    def __init__(self, message: str, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.detail = detail
+
+
+SPEC_KINDS = (
+    "toy:induction[:key=value,...], tracr:PROGRAM, a toy run or checkpoint path, "
+    "a Hugging Face model directory, or a Hugging Face hub name[@revision]"
+)
 
 
 @dataclass(frozen=True)
@@ -175,16 +192,48 @@ def _load_hf_directory(directory: Path, device: str, spec: str) -> LoadedModel:
     return LoadedModel(bridge, ref, device, spec, "hf", {"path": str(directory)})
 
 
+HUB_PROBE_SECONDS = 3.0
+
+
+def _hub_problem(name: str, revision: str | None) -> str | None:
+    """Why the hub cannot serve ``name`` now, or None to go ahead and load it.
+
+    Without this check an unreachable hub costs 30 s of retries, logged line by line,
+    before the load fails: a model in the local cache loads offline, and otherwise one TCP
+    connection to the endpoint, with a short timeout, says whether trying is worth it.
+    """
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(name, "config.json", revision=revision), str):
+        return None
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return "HF_HUB_OFFLINE is set and the model is not in the local cache"
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    port = endpoint.port or (80 if endpoint.scheme == "http" else 443)
+    try:
+        socket.create_connection((endpoint.hostname or "", port), HUB_PROBE_SECONDS).close()
+    except OSError as exc:
+        return f"the hub {endpoint.geturl()} cannot be reached ({exc})"
+    return None
+
+
 def _load_hub(spec: str, device: str) -> LoadedModel:
     from transformer_lens.model_bridge import TransformerBridge
 
     name, _, revision = spec.partition("@")
+    problem = _hub_problem(name, revision or None)
+    if problem is not None:
+        raise ModelLoadError(
+            f"unknown model {spec!r}: not a local path nor in the Hugging Face cache, and "
+            f"{problem}; a model spec is {SPEC_KINDS}",
+        )
     try:
         bridge = TransformerBridge.boot_transformers(name, device=device, revision=revision or None)
     except OSError as exc:
         raise ModelLoadError(
-            f"model {spec!r} is neither a local path nor loadable from the Hugging Face hub "
-            f"(is the hub reachable, or the model in the local cache?): {exc}"
+            f"unknown model {spec!r}: not a local path, and the Hugging Face hub (or its "
+            f"local cache) has no such model or cannot be reached; a model spec is {SPEC_KINDS}",
+            detail=str(exc),
         ) from None
     hf_config = getattr(bridge.original_model, "config", None)
     commit = getattr(hf_config, "_commit_hash", None) or revision or None
@@ -247,6 +296,11 @@ def load_model(spec: str, device: str | None = None) -> LoadedModel:
     path = Path(spec).expanduser()
     if path.exists():
         return _load_path(path, resolved, spec)
+    kind, colon, _ = spec.partition(":")
+    if colon and "/" not in kind and not spec.startswith((".", "/", "~")):
+        raise ModelLoadError(
+            f"unknown model spec kind {kind + ':'!r} in {spec!r}; a model spec is {SPEC_KINDS}"
+        )
     if (
         spec.startswith((".", "/", "~"))
         or spec.endswith(".safetensors")

@@ -119,4 +119,24 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1)
         typer.echo(f"revoked {name}")
 
+    @token_app.command("list")
+    def list_command() -> None:
+        """List tokens by name, scope and dates (the tokens themselves are never stored)."""
+        from circuitreg.migrations.relational import upgrade
+        from circuitreg.services.api.auth import list_tokens
+        from circuitreg.services.db import make_engine
+
+        settings = load_settings_or_exit()
+        upgrade(settings.resolved_database_url)
+        engine = make_engine(settings.resolved_database_url)
+        try:
+            tokens = list_tokens(engine)
+        finally:
+            engine.dispose()
+        if not tokens:
+            typer.echo("no tokens (create one with `circuitreg token create NAME`)")
+        for info in tokens:
+            state = "live" if info.revoked_at is None else f"revoked {info.revoked_at:%Y-%m-%d}"
+            typer.echo(f"{info.name:<24} {info.scope:<6} {info.created_at:%Y-%m-%d %H:%M}  {state}")
+
     app.add_typer(token_app, name="token")

@@ -14,6 +14,9 @@ from typing import Any
 
 import typer
 
+from circuitreg.cli.output import MODEL_HELP, MetricName, StepLog, fail
+from circuitreg.schema.circuit import AblationKind
+
 
 def parse_params(pairs: list[str]) -> dict[str, str]:
     """``["k=v", ...]`` -> ``{"k": "v"}``; a malformed pair is a ``typer.BadParameter``."""
@@ -55,8 +58,15 @@ def run_discovery(
     seed: int = 0,
     show_progress: bool = True,
 ) -> Any:
-    """Everything ``discover`` does; returns the written ``CircuitDocument``."""
+    """Everything ``discover`` does; returns the written ``CircuitDocument``.
+
+    With ``show_progress`` every step says what it is doing on stderr before it starts, so
+    the seconds spent importing torch or loading a model are not silent.
+    """
+    steps = StepLog(enabled=show_progress)
+    steps.say("importing torch and TransformerLens")
     import torch
+    import transformer_lens.model_bridge  # noqa: F401  (seconds of import, announced)
     from tqdm import tqdm
 
     from circuitreg.workers.graph import ComputationalGraph
@@ -70,9 +80,14 @@ def run_discovery(
     config = info.config(params)
     selection = _selection(top_k, threshold, greedy)
     torch.manual_seed(seed)
+    steps.say(f"loading model {model_spec}")
     loaded = load_model(model_spec, device)
+    steps.say(f"building task {task_spec}")
     task = build_task(task_spec, context=TaskContext.from_loaded(loaded))
+    summary = ", ".join(f"{k} {v}" for k, v in task.summary.items())
+    steps.say(f"task {task.name}: {task.n_examples} prompt pairs{', ' if summary else ''}{summary}")
     graph = ComputationalGraph.from_model(loaded.bridge)
+    steps.say(f"scoring {graph.n_edges} edges with {method} on {loaded.device}")
     with tqdm(total=1000, desc=method, disable=not show_progress, unit="‰") as bar:
 
         def progress(fraction: float, message: str) -> None:
@@ -105,19 +120,21 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def discover(
-        model: str = typer.Option(..., help="Model spec: toy checkpoint, HF directory, tracr:..."),
+        model: str = typer.Option(..., help=MODEL_HELP),
         task: str = typer.Option(..., help="Task spec, e.g. induction:seq_len=8,n=64"),
         method: str = typer.Option(..., help="Method name (see `circuitreg methods`)."),
         out: Path = typer.Option(..., help="Where to write the circuit JSON."),
         param: list[str] = typer.Option([], help="Method parameter k=v (repeatable)."),
-        ablation: str | None = typer.Option(None, help="resample, zero or mean."),
-        metric: str | None = typer.Option(None, help="logit_diff, prob or kl."),
+        ablation: AblationKind | None = typer.Option(
+            None, help="Ablation (default: the method's)."
+        ),
+        metric: MetricName | None = typer.Option(None, help="Metric (default: the method's)."),
         top_k: int | None = typer.Option(None, help="Keep the k highest-|score| edges."),
         threshold: float | None = typer.Option(None, help="Keep edges with |score| >= t."),
         greedy: int | None = typer.Option(None, help="Grow k edges back from the logits."),
         device: str | None = typer.Option(None, help="cpu, cuda:N or auto."),
         seed: int = typer.Option(0, help="Torch seed, recorded in the circuit."),
-        quiet: bool = typer.Option(False, help="No progress bar."),
+        quiet: bool = typer.Option(False, help="No progress bar or step lines."),
     ) -> None:
         """Score every edge with a method and write the selected circuit."""
         params = parse_params(param)
@@ -132,9 +149,11 @@ def register(app: typer.Typer) -> None:
                 device=device, seed=seed, show_progress=not quiet,
             )  # fmt: skip
         except (ValueError, KeyError, RuntimeError) as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
+            fail(exc)
         kept = len(document.circuit_edges())
+        note = document.provenance.extra.get("selection", {}).get("note")
+        if note:
+            typer.echo(f"note: {note}", err=True)
         typer.echo(f"{document.id}: {kept} of {len(document.edges)} edges -> {out}")
 
     @app.command()

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import typer
 
+from circuitreg.cli.output import MODEL_HELP
+
 
 def register(app: typer.Typer) -> None:
     """Add the model commands to the app."""
@@ -79,7 +81,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("heads")
     def heads(
-        model: str = typer.Option(..., "--model", help="Model spec (see load_model)."),
+        model: str = typer.Option(..., "--model", help=MODEL_HELP),
         top: int = typer.Option(3, help="Heads to show per kind."),
         device: str | None = typer.Option(None, help="cpu, cuda:N or auto."),
     ) -> None:

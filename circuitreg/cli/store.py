@@ -13,10 +13,22 @@ from typing import Annotated
 
 import typer
 
+from circuitreg.cli.output import choice
 from circuitreg.settings import load_settings_or_exit
 
+
+def _formats() -> tuple[list[str], list[str]]:
+    """Names of the formats that can be imported, and exported (for the help pages)."""
+    from circuitreg.services.interchange.formats import default_registry
+
+    registry = default_registry()
+    return registry.readable(), registry.writable()
+
+
+READABLE, WRITABLE = _formats()
 FormatOption = Annotated[
-    str | None, typer.Option("--format", "-f", help="Format name; detected when omitted.")
+    str | None,
+    typer.Option("--format", "-f", help="Detected when omitted.", **choice(READABLE, "format")),
 ]
 
 
@@ -79,7 +91,9 @@ def register(app: typer.Typer) -> None:
     @app.command("export")
     def export_circuit(
         ref: Annotated[str, typer.Argument(help="Circuit id or alias.")],
-        format: Annotated[str, typer.Option("--format", "-f", help="Format to write.")],
+        format: Annotated[
+            str, typer.Option("--format", "-f", help="Format.", **choice(WRITABLE, "format"))
+        ],
         out: Annotated[Path, typer.Option("--out", "-o", help="File to write.")],
     ) -> None:
         """Write a stored circuit (with its dense scores) to a file."""

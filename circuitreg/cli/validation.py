@@ -15,6 +15,9 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 
+from circuitreg.cli.output import MODEL_HELP, MetricName, StepLog, fail
+from circuitreg.schema.circuit import AblationKind
+
 if TYPE_CHECKING:
     from circuitreg.schema import CircuitDocument, ConsistencyReport, ValidationResult
 
@@ -60,8 +63,17 @@ def run_validation(
     plots: bool = True,
     other_model: bool = False,
     out: Path | None = None,
+    show_progress: bool = True,
 ) -> tuple[CircuitDocument, tuple[ValidationResult, ...], list[Path]]:
-    """Everything ``validate`` does; returns the new document, its new results and plots."""
+    """Everything ``validate`` does; returns the new document, its new results and plots.
+
+    Each step says what it does on stderr before it starts (``show_progress``).
+    """
+    steps = StepLog(enabled=show_progress)
+    doc = read_document(circuit)
+    steps.say("importing torch and TransformerLens")
+    import transformer_lens.model_bridge  # noqa: F401  (seconds of import, announced)
+
     from circuitreg.services.analysis.plots import write_validation_plots
     from circuitreg.workers.graph import ComputationalGraph
     from circuitreg.workers.models import load_model
@@ -69,7 +81,7 @@ def run_validation(
     from circuitreg.workers.tasks.registry import build_task
     from circuitreg.workers.validation import validate, validate_stability
 
-    doc = read_document(circuit)
+    steps.say(f"loading model {model_spec}")
     loaded = load_model(model_spec, device)
     theirs, ours = doc.model.revision, loaded.ref.revision
     if theirs and ours and theirs != ours and not other_model:
@@ -77,11 +89,22 @@ def run_validation(
             f"{circuit} was found in weights {theirs[:12]}..., but {model_spec} has "
             f"{ours[:12]}...; pass --other-model to validate it on these weights anyway"
         )
+    steps.say(f"building task {task_spec}")
     task = build_task(task_spec, context=TaskContext.from_loaded(loaded))
     graph = ComputationalGraph.from_model(loaded.bridge)
     chosen_metric = metric or doc.metric
-    results = validate(loaded.bridge, task, graph, doc, ablation=ablation, metric=chosen_metric)
+    steps.say(f"validating {doc.id} ({graph.n_edges} edges, {ablation} ablation)")
+    results = validate(
+        loaded.bridge,
+        task,
+        graph,
+        doc,
+        ablation=ablation,
+        metric=chosen_metric,
+        progress=lambda fraction, message: steps.say(f"  {message}"),
+    )
     if stability_runs:
+        steps.say(f"stability: re-running {doc.method.name} {stability_runs} times")
         results += (validate_stability(loaded.bridge, task, graph, doc, n_runs=stability_runs),)
     validated = doc.with_validation(*results)
     target = out or circuit
@@ -109,6 +132,10 @@ def summarise(result: ValidationResult) -> str:
     shown = headline.get(result.name, "")
     if isinstance(shown, float):
         shown = f"{shown:.4f}"
+    if "gap" in values:
+        shown = f"{shown} (gap {values['gap']:.4g})"
+    if values.get("undefined"):
+        shown = f"undefined: {values['undefined']}"
     verdict = {True: "pass", False: "FAIL", None: "-"}[result.passed]
     return f"{result.name:<20} {verdict:<5} {shown}"
 
@@ -124,10 +151,9 @@ def format_report(report: ConsistencyReport) -> str:
     return "\n".join(f"{k:<{width}}  {fmt(v)}" for k, v in rows.items())
 
 
-def _fail(message: str) -> NoReturn:
+def _fail(message: BaseException | str) -> NoReturn:
     """One plain line on stderr and exit status 2 (a usage or input error)."""
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
+    fail(message)
 
 
 def register(app: typer.Typer) -> None:
@@ -136,31 +162,28 @@ def register(app: typer.Typer) -> None:
     @app.command(name="validate")
     def validate_command(
         circuit: Path = typer.Argument(..., help="Circuit JSON; results are added to it."),
-        model: str = typer.Option(..., help="Model spec: toy checkpoint, HF directory, tracr:..."),
+        model: str = typer.Option(..., help=MODEL_HELP),
         task: str = typer.Option(..., help="Task spec, e.g. induction:seq_len=8,n=64"),
-        ablation: str = typer.Option("resample", help="resample, zero or mean."),
-        metric: str | None = typer.Option(
-            None, help="logit_diff, prob or kl (default: the circuit's)."
-        ),
+        ablation: AblationKind = typer.Option("resample", help="Ablation."),
+        metric: MetricName | None = typer.Option(None, help="Metric (default: the circuit's)."),
         device: str | None = typer.Option(None, help="cpu, cuda:N or auto."),
         stability: int = typer.Option(0, help="Re-run the method N times for stability (0: skip)."),
         plots: bool = typer.Option(True, help="Write PNG and SVG charts beside the JSON."),
         other_model: bool = typer.Option(False, help="Allow weights other than the circuit's."),
         out: Path | None = typer.Option(None, help="Write here instead of updating CIRCUIT."),
+        quiet: bool = typer.Option(False, help="No step lines."),
     ) -> None:
         """Validate a circuit and keep the results in its document."""
-        if ablation not in ("resample", "zero", "mean"):
-            _fail(f"--ablation {ablation!r} is not resample, zero or mean")
         if stability < 0 or stability == 1:
             _fail(f"--stability {stability}: give 0 (skip) or at least 2 runs")
         try:
             doc, results, written = run_validation(
                 circuit, model, task,
                 ablation=ablation, metric=metric, device=device, stability_runs=stability,
-                plots=plots, other_model=other_model, out=out,
+                plots=plots, other_model=other_model, out=out, show_progress=not quiet,
             )  # fmt: skip
         except (ValueError, KeyError, RuntimeError) as exc:
-            _fail(str(exc))
+            _fail(exc)
         typer.echo(f"{doc.id}: {ablation} ablation, {results[0].metric}")
         for result in results:
             typer.echo("  " + summarise(result))

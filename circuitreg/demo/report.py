@@ -22,6 +22,8 @@ class StoredCheckpoint:
     circuit_id: str
     faithfulness: float | None
     has_induction_edge: bool
+    gap: float | None = None  # the clean-ablated gap faithfulness was normalised by
+    undefined: str | None = None  # why faithfulness is undefined (the gap is noise)
 
 
 @dataclass(frozen=True)
@@ -98,16 +100,32 @@ def report(
 
 def _print_evolution(answer: dict[str, Any], stored: list[StoredCheckpoint], k_edge: str) -> None:
     steps = [e["node"] for e in answer["circuitEvolution"]["steps"]["edges"]]
-    faith = {item.step: item.faithfulness for item in stored}
+    by_step = {item.step: item for item in stored}
     typer.echo(f"{k_edge} across training (circuitEvolution):")
     for node in steps:
         present = "yes" if k_edge in node["edges"] else "no "
-        value = faith.get(node["step"])
-        shown = "n/a" if value is None else f"{value:.3f}"
-        typer.echo(f"  {node['checkpoint']:>9}: in circuit {present}  faithfulness {shown}")
+        item = by_step.get(node["step"])
+        typer.echo(f"  {node['checkpoint']:>9}: in circuit {present}  {_faithfulness_cell(item)}")
+    undefined = [item for item in stored if item.undefined]
+    if undefined:
+        typer.echo(
+            f"  undefined: {undefined[0].undefined}"
+            + (f" (and {len(undefined) - 1} more checkpoints)" if len(undefined) > 1 else "")
+        )
     formed = formed_at(steps, k_edge)
     if formed is not None:
         typer.echo(f"the K-composition edge is in every circuit from {formed} on")
+
+
+def _faithfulness_cell(item: StoredCheckpoint | None) -> str:
+    """``faithfulness 0.794  gap 1.52``, or ``undefined`` where the gap is noise."""
+    if item is None or (item.faithfulness is None and item.undefined is None):
+        return "faithfulness n/a"
+    gap = "" if item.gap is None else f"  gap {item.gap:7.3f}"
+    if item.undefined is not None:
+        return f"faithfulness undefined{gap}"
+    assert item.faithfulness is not None
+    return f"faithfulness {item.faithfulness:9.3f}{gap}"
 
 
 def _print_shared(answer: dict[str, Any], k_edge: str, window: PhaseWindow) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 
 from sqlalchemy import Engine, select
@@ -97,6 +98,31 @@ def revoke_token(engine: Engine, name: str) -> bool:
         row.revoked_at = utcnow()
         session.commit()
     return True
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """What ``token list`` shows of a token: never the token, which is not stored."""
+
+    name: str
+    scope: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+def list_tokens(engine: Engine) -> list[TokenInfo]:
+    """Every token, live and revoked, oldest first."""
+    with session_factory(engine)() as session:
+        rows = session.scalars(select(ApiToken).order_by(ApiToken.created_at, ApiToken.id)).all()
+        return [
+            TokenInfo(row.name, _highest(row.scopes), row.created_at, row.revoked_at)
+            for row in rows
+        ]
+
+
+def _highest(scopes: list[str]) -> str:
+    held = [Scope(s) for s in scopes if s in {m.value for m in Scope}]
+    return max(held, key=_RANK.__getitem__).value if held else "none"
 
 
 def lookup_token(engine: Engine, token: str) -> Principal | None:

@@ -69,3 +69,29 @@ def test_methods_lists_options_as_json() -> None:
     assert result.exit_code == 0, result.output
     names = {m["name"] for m in json.loads(result.output)}
     assert {"eap", "eap_ig", "acdc"} <= names
+
+
+def test_discover_top_k_keeps_k_edges_on_the_toy(tmp_path: Path) -> None:
+    """The issue's case: ``--top-k 24`` with EAP-IG on the induction toy kept 23 edges."""
+    out = tmp_path / "c.json"
+    args = ["discover", "--model", "toy:induction", "--task", "induction", "--method",
+            "eap_ig", "--top-k", "24", "--out", str(out), "--quiet", "--device", "cpu"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    doc = CircuitDocument.from_json(out.read_text())
+    assert len(doc.circuit_edges()) == 24
+    assert f"24 of {len(doc.edges)} edges" in result.output
+
+
+def test_an_unknown_model_is_one_line_and_names_the_spec_kinds(tmp_path: Path) -> None:
+    """No hub here: one line naming the spec, quickly, instead of 30 s of logged retries."""
+    out = tmp_path / "c.json"
+    base = ["discover", "--task", "induction", "--method", "eap", "--out", str(out), "--quiet"]
+    result = CliRunner().invoke(app, [*base, "--model", "gpt-9"])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: unknown model 'gpt-9'")
+    assert "a model spec is toy:induction" in lines[0]
+    unknown_kind = CliRunner().invoke(app, [*base, "--model", "lab:my-model"])
+    assert unknown_kind.exit_code == 2 and "unknown model spec kind 'lab:'" in unknown_kind.output
+    assert not out.exists()

@@ -14,7 +14,12 @@ from circuitreg.workers.methods.base import ConfigError, MethodConfig, ScoreResu
 from circuitreg.workers.methods.eap import EAPConfig, eap
 from circuitreg.workers.methods.eap_ig import EAPIGConfig
 from circuitreg.workers.methods.registry import MethodRegistry, RegistryError, default_registry
-from circuitreg.workers.methods.selection import Selection, SelectionError, select_edges
+from circuitreg.workers.methods.selection import (
+    Selection,
+    SelectionError,
+    explain_selection,
+    select_edges,
+)
 from circuitreg.workers.tasks.induction import induction_task
 
 
@@ -80,8 +85,12 @@ def test_top_k_threshold_and_greedy_selection() -> None:
     for i, name in enumerate(path):
         scores[graph.edge_index(name)] = -(3.0 + i)  # sign ignored when ranking
     scores[graph.edge_index("a1.h1->m1")] = 10.0  # a1.h1 is never reached from the input
-    top = select_edges(scores, graph, Selection("top_k", 4))
-    assert graph.edges_from_mask(top) == path  # the dangling edge was pruned
+    top = explain_selection(scores, graph, Selection("top_k", 4))
+    assert graph.edges_from_mask(top.mask) == path  # the dangling edge was pruned
+    assert top.note == (
+        "top_k 4: 3 edges kept; only 4 edges have a non-zero score, of which 3 lie on an "
+        "input->logits path"
+    )
     unpruned = select_edges(scores, graph, Selection("top_k", 4, prune_dangling=False))
     assert int(unpruned.sum()) == 4
     assert graph.edges_from_mask(select_edges(scores, graph, Selection("threshold", 3.5))) == []
@@ -90,10 +99,44 @@ def test_top_k_threshold_and_greedy_selection() -> None:
     greedy = select_edges(scores, graph, Selection("greedy", 4, prune_dangling=False))
     assert set(graph.edges_from_mask(greedy)) == {*path, "a1.h1->m1"}
     assert graph.edges_from_mask(select_edges(scores, graph, Selection("greedy", 4))) == path
+    assert explain_selection(scores, graph, Selection("greedy", 4)).note == (
+        "greedy 4: 3 edges kept; 1 grown edges lie on no input->logits path"
+    )
     with pytest.raises(SelectionError, match="whole number"):
         Selection("top_k", 2.5)
     with pytest.raises(SelectionError, match="mode"):
         Selection("best", 3)  # type: ignore[arg-type]
+
+
+def test_top_k_walks_down_the_ranking_until_k_connected_edges_are_kept() -> None:
+    """The 3rd-ranked edge dangles; top_k 3 keeps the next one instead of returning 2."""
+    graph = _graph()
+    scores = torch.zeros(graph.n_edges)
+    ranked = ["m1->logits", "a0.h0->m1", "a1.h1->m1", "input->a0.h0<v>", "input->m1"]
+    for i, name in enumerate(ranked):
+        scores[graph.edge_index(name)] = 10.0 - i
+    top = explain_selection(scores, graph, Selection("top_k", 3))
+    assert graph.edges_from_mask(top.mask) == ["input->a0.h0<v>", "a0.h0->m1", "m1->logits"]
+    assert top.note is None
+    # Two edges both connect only with a third: asking for 1 keeps the path of 2 and says so.
+    two = explain_selection(scores, graph, Selection("top_k", 1))
+    assert int(two.mask.sum()) == 3 and two.note is not None and "connects 3 at once" in two.note
+    # One edge completing two paths overshoots K; a redundant lower-ranked edge is dropped.
+    fork = torch.zeros(graph.n_edges)
+    for i, name in enumerate(["m1->logits", "a0.h0->m1", "a0.h0->logits", "input->a0.h0<v>"]):
+        fork[graph.edge_index(name)] = 10.0 - i
+    trimmed = explain_selection(fork, graph, Selection("top_k", 3))
+    assert trimmed.note is None
+    assert graph.edges_from_mask(trimmed.mask) == ["input->a0.h0<v>", "a0.h0->m1", "m1->logits"]
+    # Ties at the boundary are broken by edge order, and said to be.
+    tied = torch.zeros(graph.n_edges)
+    tied[graph.edge_index("input->logits")] = 2.0
+    tied[graph.edge_index("input->m0")] = 1.0
+    tied[graph.edge_index("input->m1")] = 1.0
+    chosen = explain_selection(tied, graph, Selection("top_k", 1, prune_dangling=False))
+    assert chosen.note is None and graph.edges_from_mask(chosen.mask) == ["input->logits"]
+    tie_note = explain_selection(tied, graph, Selection("top_k", 2, prune_dangling=False)).note
+    assert tie_note == "top_k 2: ties at |score| = 1 broken by edge order"
 
 
 def test_to_document_records_scores_flags_and_provenance() -> None:

@@ -83,6 +83,43 @@ def test_jsonl_task_from_token_ids(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("mode", "first_row", "second_row", "added"),
+    [
+        # A file that already starts with BOS (as TransformerLens users write them) is kept.
+        ("auto", [0, 1, 2, 3], [0, 5, 6], "1 of 2 prompts"),
+        ("true", [0, 0, 1, 2, 3], [0, 5, 6], "2 of 2 prompts"),
+        ("false", [0, 1, 2, 3], [5, 6], "0 of 2 prompts"),
+    ],
+)
+def test_jsonl_prepend_bos_modes(
+    tmp_path: Path, mode: str, first_row: list[int], second_row: list[int], added: str
+) -> None:
+    path = tmp_path / "pairs.jsonl"
+    rows = [
+        {"clean": [0, 1, 2, 3], "corrupted": [0, 4, 2, 3], "answer": 7},
+        {"clean": [5, 6], "corrupted": [4, 6], "answer": 9},
+    ]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    context = TaskContext(d_vocab=20, bos_token_id=0)
+    task = build_task(f"jsonl:path={path},prepend_bos={mode}", context=context)
+    assert task.clean[0].tolist() == first_row
+    assert task.clean[1].tolist()[: len(second_row)] == second_row
+    width = len(first_row)
+    lengths = f"{len(second_row)}-{width}"
+    assert task.summary == {"tokens": lengths, "prepend_bos": mode, "bos_added": added}
+    assert task.spec["prepend_bos"] == mode and task.describe()["summary"] == task.summary
+
+
+def test_jsonl_prepend_bos_is_checked(tmp_path: Path) -> None:
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(json.dumps({"clean": [1], "corrupted": [2], "answer": 3}) + "\n")
+    with pytest.raises(TaskError, match="give one of auto, true, false"):
+        build_task(f"jsonl:path={path},prepend_bos=yes", context=TaskContext(d_vocab=20))
+    with pytest.raises(TaskError, match="no BOS token"):
+        build_task(f"jsonl:path={path},prepend_bos=true", context=TaskContext(d_vocab=20))
+
+
+@pytest.mark.parametrize(
     ("row", "message"),
     [
         ({"clean": [1, 2], "corrupted": [1], "answer": 3}, "same length"),

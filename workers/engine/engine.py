@@ -267,6 +267,21 @@ class InterventionEngine:
         """Metric ``[S]`` when only the kept edges (True) carry clean values."""
         return self.evaluate(1.0 - torch.as_tensor(keep).float())
 
+    def evaluate_per_example(self, patch: torch.Tensor) -> torch.Tensor:
+        """Metric ``[S, N]`` of each patch row on each example (for spreads over prompts)."""
+        patch = torch.as_tensor(patch)
+        if patch.ndim == 1:
+            patch = patch.unsqueeze(0)
+        self.graph.check_edge_vector(patch)
+        columns = []
+        with torch.no_grad():
+            for batch in self.batches():
+                rows = patch.to(self.device).float()
+                logits = self.run(batch, rows)
+                per = self.metric.per_example(logits, batch.task, batch.clean_logprobs)
+                columns.append(per.double().cpu())
+        return torch.cat(columns, dim=-1)
+
     def evaluate_nodes(self, node_patch: torch.Tensor) -> torch.Tensor:
         """Metric ``[S]`` when the True nodes ``[S, n_nodes]`` are patched (all their outputs)."""
         return self.evaluate(self.graph.node_mask_to_edge_mask(torch.as_tensor(node_patch)))

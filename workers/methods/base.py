@@ -31,7 +31,7 @@ from circuitreg.schema.circuit import (
     TaskRef,
 )
 from circuitreg.workers.graph import ComputationalGraph
-from circuitreg.workers.methods.selection import Selection, select_edges
+from circuitreg.workers.methods.selection import Selection, explain_selection
 from circuitreg.workers.metrics import MetricFn, metric_name
 from circuitreg.workers.tasks.base import TaskData
 
@@ -247,8 +247,11 @@ def to_document(
             f"is {graph.n_layers}x{graph.n_heads}"
         )
     if isinstance(selection, Selection):
-        mask = select_edges(result.edge_scores, graph, selection)
+        outcome = explain_selection(result.edge_scores, graph, selection)
+        mask = outcome.mask
         selection_info: dict[str, Any] = selection.to_dict()
+        if outcome.note is not None:
+            selection_info["note"] = outcome.note
     else:
         graph.check_edge_vector(selection)
         mask = selection.bool().cpu()
@@ -277,6 +280,7 @@ def to_document(
     params = {k: v for k, v in result.params.items() if k not in ("ablation", "metric")}
     provenance_extra = {
         "selection": selection_info,
+        **({"task_summary": dict(task.summary)} if isinstance(task, TaskData) else {}),
         "n_forward": result.n_forward,
         "n_backward": result.n_backward,
         "seconds": round(result.seconds, 4),

@@ -3,7 +3,8 @@
 Scores are signed; selection ranks by absolute value (an edge that hurts the task is as much
 part of the mechanism as one that helps). After choosing, edges that lie on no
 ``input -> logits`` path of chosen edges are pruned, as MIB and EAP-IG do, so the circuit is
-always a connected computation.
+always a connected computation. ``top_k`` K keeps K connected edges (walking further down
+the ranking as pruning drops some), and every shortfall comes with a one-line reason.
 """
 
 from __future__ import annotations
@@ -46,10 +47,32 @@ class Selection:
         return {"mode": self.mode, "value": self.value, "prune_dangling": self.prune_dangling}
 
 
+@dataclass(frozen=True)
+class SelectionOutcome:
+    """The chosen edges, and in one line why there are not exactly as many as asked."""
+
+    mask: torch.Tensor
+    note: str | None = None
+
+
 def select_edges(
     scores: torch.Tensor, graph: ComputationalGraph, selection: Selection
 ) -> torch.Tensor:
     """Boolean ``[n_edges]`` mask of the chosen edges (dangling ones pruned if asked)."""
+    return explain_selection(scores, graph, selection).mask
+
+
+def explain_selection(
+    scores: torch.Tensor, graph: ComputationalGraph, selection: Selection
+) -> SelectionOutcome:
+    """The chosen edges and, where their number is not what was asked, the reason.
+
+    ``top_k`` K keeps K connected edges: it walks down the ranking (stable, so ties go by
+    edge order) until dangling-edge pruning leaves K, rather than pruning the top K and
+    returning fewer. Edges scored exactly zero are never chosen by rank. When K cannot be
+    kept (too few non-zero scores, or the edge that completes a path connects several at
+    once) the mask holds what could be kept and ``note`` says why.
+    """
     graph.check_edge_vector(scores)
     if scores.ndim != 1:
         raise SelectionError(f"select_edges wants [n_edges] scores, got {tuple(scores.shape)}")
@@ -58,13 +81,94 @@ def select_edges(
         raise SelectionError("edge scores contain NaN")
     if selection.mode == "threshold":
         mask = magnitude >= selection.value
-    elif selection.mode == "top_k":
-        k = min(int(selection.value), graph.n_edges)
+        return SelectionOutcome(graph.prune_dangling(mask) if selection.prune_dangling else mask)
+    k = int(selection.value)
+    if selection.mode == "greedy":
+        grown = _greedy(magnitude, graph, k)
+        mask = graph.prune_dangling(grown) if selection.prune_dangling else grown
+        kept = int(mask.sum())
+        note = None
+        if kept < k:
+            lost = int(grown.sum()) - kept
+            note = (
+                f"greedy {k}: {kept} edges kept"
+                + (f"; {lost} grown edges lie on no input->logits path" if lost else "")
+                + ("" if int(grown.sum()) == k else "; no more edges reach the logits")
+            )
+        return SelectionOutcome(mask, note)
+    return _top_k(magnitude, graph, k, selection.prune_dangling)
+
+
+def _top_k(
+    magnitude: torch.Tensor, graph: ComputationalGraph, k: int, prune: bool
+) -> SelectionOutcome:
+    """The shortest prefix of the ranking whose pruned edges number at least ``k``."""
+    order = torch.sort(magnitude, descending=True, stable=True).indices
+    n_nonzero = int((magnitude > 0).sum())
+
+    def kept(prefix: int) -> torch.Tensor:
         mask = torch.zeros(graph.n_edges, dtype=torch.bool)
-        mask[torch.topk(magnitude, k).indices] = True
-    else:
-        mask = _greedy(magnitude, graph, int(selection.value))
-    return graph.prune_dangling(mask) if selection.prune_dangling else mask
+        mask[order[:prefix]] = True
+        return graph.prune_dangling(mask) if prune else mask
+
+    low, high = min(k, n_nonzero), n_nonzero
+    if int(kept(high).sum()) < k:
+        mask = kept(high)
+        why = f"only {n_nonzero} edges have a non-zero score"
+        if prune and int(mask.sum()) < n_nonzero:
+            why += f", of which {int(mask.sum())} lie on an input->logits path"
+        return SelectionOutcome(mask, f"top_k {k}: {int(mask.sum())} edges kept; {why}")
+    while low < high:  # kept(prefix).sum() grows with the prefix: bisect for the first >= k
+        middle = (low + high) // 2
+        if int(kept(middle).sum()) >= k:
+            high = middle
+        else:
+            low = middle + 1
+    mask = kept(low)
+    if int(mask.sum()) > k:
+        mask = _trim(mask, magnitude, graph, k)
+    note = None
+    if int(mask.sum()) > k:
+        note = (
+            f"top_k {k}: {int(mask.sum())} edges kept; the edge that completes a path "
+            f"connects {int(mask.sum()) - k + 1} at once, and no lower-ranked edge can be "
+            "dropped without disconnecting others"
+        )
+    boundary = magnitude[order[low - 1]] if low else None
+    if (
+        note is None
+        and boundary is not None
+        and low < graph.n_edges
+        and float(magnitude[order[low]]) == float(boundary)
+        and float(boundary) > 0
+    ):
+        note = f"top_k {k}: ties at |score| = {float(boundary):.6g} broken by edge order"
+    return SelectionOutcome(mask, note)
+
+
+TRIM_CANDIDATES = 64
+"""Lowest-ranked kept edges tried for removal when a prefix overshoots K (each try prunes)."""
+
+
+def _trim(
+    mask: torch.Tensor, magnitude: torch.Tensor, graph: ComputationalGraph, k: int
+) -> torch.Tensor:
+    """Drop the lowest-ranked kept edges whose removal disconnects nothing else, down to K.
+
+    The edge that completes a path can connect several edges at once, so the shortest prefix
+    with K connected edges may hold more; a redundant low-ranked edge (a second path into a
+    node already reached) can go without pruning anything else.
+    """
+    kept = mask.clone()
+    candidates = sorted(kept.nonzero().flatten().tolist(), key=lambda i: float(magnitude[i]))
+    for i in candidates[:TRIM_CANDIDATES]:
+        if int(kept.sum()) <= k:
+            break
+        trial = kept.clone()
+        trial[i] = False
+        if int(graph.prune_dangling(trial).sum()) == int(kept.sum()) - 1:
+            kept = trial
+    return kept
 
 
 def _greedy(magnitude: torch.Tensor, graph: ComputationalGraph, k: int) -> torch.Tensor:

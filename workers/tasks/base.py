@@ -45,6 +45,9 @@ class TaskData:
     distractors: torch.Tensor | None
     corruption: str
     default_metric: str = "logit_diff"
+    # What building the task decided that its spec does not say (token length, whether a
+    # BOS was added): printed by ``discover`` and recorded in the circuit's provenance.
+    summary: dict[str, Any] = field(default_factory=dict)
     _hash: list[str] = field(default_factory=list, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -143,6 +146,7 @@ class TaskData:
             "corruption": self.corruption,
             "dataset_hash": self.dataset_hash,
             "n_examples": self.n_examples,
+            "summary": json.loads(json.dumps(self.summary, default=str)),
         }
 
 

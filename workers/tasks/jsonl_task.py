@@ -9,16 +9,24 @@ One JSON object per line::
 ``distractor`` are one token each, as text or id; ``distractor`` is optional (without it only
 the prob and kl metrics apply). An optional top-level ``"corruption"`` key on the first line
 describes how the corrupted prompts were made; otherwise the file name is recorded.
+
+``prepend_bos`` (``jsonl:path=pairs.jsonl,prepend_bos=auto``): ``auto`` (default) adds the
+model's BOS to prompts that do not already start with it, ``true`` always, ``false`` never.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from circuitreg.workers.tasks.base import TaskContext, TaskData, TaskError
-from circuitreg.workers.tasks.text import PromptPair, build_from_pairs
+from circuitreg.workers.tasks.text import (
+    PREPEND_BOS_CHOICES,
+    PrependBos,
+    PromptPair,
+    build_from_pairs,
+)
 
 REQUIRED = ("clean", "corrupted", "answer")
 ALLOWED = {*REQUIRED, "distractor", "corruption"}
@@ -47,8 +55,10 @@ def _pair(line_no: int, data: Any, path: Path) -> PromptPair:
     return PromptPair(data["clean"], data["corrupted"], data["answer"], data.get("distractor"))
 
 
-def load_jsonl_task(path: str | Path, context: TaskContext) -> TaskData:
-    """Read and tokenise a JSONL task file."""
+def load_jsonl_task(path: str | Path, context: TaskContext, prepend_bos: str = "auto") -> TaskData:
+    """Read and tokenise a JSONL task file (``prepend_bos``: auto, true or false)."""
+    if prepend_bos not in PREPEND_BOS_CHOICES:
+        raise TaskError(f"jsonl task: prepend_bos={prepend_bos!r}: give one of auto, true, false")
     path = Path(path)
     if not path.is_file():
         raise TaskError(f"task file {path} does not exist")
@@ -67,15 +77,16 @@ def load_jsonl_task(path: str | Path, context: TaskContext) -> TaskData:
                 corruption = str(data["corruption"])
     return build_from_pairs(
         "jsonl",
-        {"path": str(path)},
+        {"path": str(path), "prepend_bos": prepend_bos},
         pairs,
         context,
         corruption or f"prompt pairs from {path.name}",
+        prepend_bos=cast(PrependBos, prepend_bos),
     )
 
 
 def build_jsonl(options: dict[str, str], context: TaskContext) -> TaskData:
-    """Registry builder: ``jsonl:PATH`` or ``jsonl:path=PATH``."""
+    """Registry builder: ``jsonl:PATH`` or ``jsonl:path=PATH[,prepend_bos=auto|true|false]``."""
     if "path" not in options:
         raise TaskError("jsonl task needs a path: jsonl:/path/to/pairs.jsonl")
-    return load_jsonl_task(options["path"], context)
+    return load_jsonl_task(options["path"], context, options.get("prepend_bos", "auto"))

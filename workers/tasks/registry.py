@@ -52,8 +52,9 @@ def _builtin() -> list[TaskInfo]:
         TaskInfo(
             "jsonl",
             build_jsonl,
-            {"path": ""},
-            "Prompt pairs from a JSONL file (clean, corrupted, answer, distractor)",
+            {"path": "", "prepend_bos": "auto"},
+            "Prompt pairs from a JSONL file (clean, corrupted, answer, distractor); "
+            "prepend_bos=auto adds the model's BOS unless a prompt starts with it",
             positional="path",
         ),
         TaskInfo(

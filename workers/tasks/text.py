@@ -1,15 +1,17 @@
 """Turning text prompt pairs into a ``TaskData``: tokenise, check, right-pad.
 
-Shared by the JSONL task and the IOI, greater-than and docstring generators. Every problem is
-reported with the example's index: a clean/corrupted pair that tokenises to different lengths
-(positions would not align), an answer that is not exactly one token, a tokenizer missing.
+Shared by the JSONL task and the IOI, greater-than and docstring generators. The model's
+BOS is prepended as ``prepend_bos`` says (``auto``: unless the prompt starts with it).
+Every problem is reported with the example's index: a clean/corrupted pair that tokenises
+to different lengths (positions would not align), an answer that is not exactly one token,
+a tokenizer missing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -71,23 +73,53 @@ def is_single_token(context: TaskContext, text: str) -> bool:
     return len(ids) == 1 and ids[0] != unk and ids[0] < context.d_vocab
 
 
+PrependBos = Literal["auto", "true", "false"]
+PREPEND_BOS_CHOICES: tuple[PrependBos, ...] = ("auto", "true", "false")
+
+
+def _with_bos(ids: list[int], bos: int | None, mode: PrependBos, where: str) -> list[int]:
+    """``ids`` with the model's BOS in front as ``mode`` says.
+
+    ``auto`` adds it unless the prompt already starts with it, because prompt files written
+    for TransformerLens or auto-circuit often carry their own, and a second BOS silently
+    changes every position; ``true`` always adds it, ``false`` never does.
+    """
+    if mode == "false":
+        return ids
+    if bos is None:
+        if mode == "true":
+            raise TaskError(f"{where}: prepend_bos=true, but this model has no BOS token")
+        return ids
+    if mode == "auto" and ids[0] == bos:
+        return ids
+    return [bos, *ids]
+
+
 def build_from_pairs(
     name: str,
     spec: dict[str, Any],
     pairs: Sequence[PromptPair],
     context: TaskContext,
     corruption: str,
+    prepend_bos: PrependBos = "auto",
 ) -> TaskData:
     """Tokenise, check and right-pad prompt pairs; the metric is read at the last token."""
     if not pairs:
         raise TaskError(f"task {name!r} has no examples")
-    bos = [] if context.bos_token_id is None else [context.bos_token_id]
+    if prepend_bos not in PREPEND_BOS_CHOICES:
+        raise TaskError(f"prepend_bos={prepend_bos!r}: give one of auto, true, false")
+    bos = context.bos_token_id
     clean_rows, corrupt_rows, answers, distractors = [], [], [], []
     have_distractors = all(p.distractor is not None for p in pairs)
+    bos_added = 0
     for i, pair in enumerate(pairs):
         where = f"{name} example {i}"
-        clean = bos + encode(context, pair.clean, f"{where} clean")
-        corrupted = bos + encode(context, pair.corrupted, f"{where} corrupted")
+        raw = encode(context, pair.clean, f"{where} clean")
+        clean = _with_bos(raw, bos, prepend_bos, f"{where} clean")
+        corrupted = _with_bos(
+            encode(context, pair.corrupted, f"{where} corrupted"), bos, prepend_bos, where
+        )
+        bos_added += len(clean) > len(raw)
         if len(clean) != len(corrupted):
             raise TaskError(
                 f"{where}: clean ({len(clean)} tokens) and corrupted ({len(corrupted)} tokens) "
@@ -115,6 +147,11 @@ def build_from_pairs(
         if have_distractors
         else None,
         corruption=corruption,
+        summary={
+            "tokens": width if int(lengths.min()) == width else f"{int(lengths.min())}-{width}",
+            "prepend_bos": prepend_bos,
+            "bos_added": f"{bos_added} of {len(pairs)} prompts",
+        },
     )
 
 

@@ -25,7 +25,7 @@ from circuitreg.workers.methods.selection import Selection
 from circuitreg.workers.metrics import Metric, MetricFn, metric_name
 from circuitreg.workers.tasks.base import TaskData
 
-from .base import ValidationConfig, ValidationError
+from .base import ValidationConfig, ValidationError, measure_gap
 from .circuit import circuit_mask, edge_scores, inner_components
 from .completeness import completeness
 from .controls import controls_result, measure_controls
@@ -82,6 +82,11 @@ class EngineEvaluator:
         self.n_evaluations += 1
         return self.engine.evaluate_circuits(masks)
 
+    def evaluate_per_example(self, masks: torch.Tensor) -> torch.Tensor:
+        """Metric per kept-edge mask and example ``[S, n_edges]`` -> ``[S, N]``."""
+        self.n_evaluations += 1
+        return self.engine.evaluate_per_example(1.0 - torch.as_tensor(masks).float())
+
 
 def validate(
     model: TransformerBridge,
@@ -115,8 +120,13 @@ def validate(
     report(0.0, "faithfulness, fidelity and ablation controls")
     measured = measure_controls(evaluator, mask, config)
     full, empty = measured.anchors.full, measured.anchors.empty
-    results.append(faithfulness_result(evaluator, mask, full, empty, measured.circuit_only, config))
-    results.append(fidelity_result(evaluator, full, empty, measured.circuit_ablated, config))
+    gap = measure_gap(evaluator)
+    results.append(
+        faithfulness_result(evaluator, mask, full, empty, measured.circuit_only, config, gap=gap)
+    )
+    results.append(
+        fidelity_result(evaluator, full, empty, measured.circuit_ablated, config, gap=gap)
+    )
     results.append(controls_result(evaluator, measured, config))
 
     if bool((~torch.isnan(scores)).any()):

@@ -94,6 +94,63 @@ class Anchors:
         return (value - self.empty) / (self.full - self.empty)
 
 
+NOISE_Z = 2.0
+"""A clean-ablated gap smaller than this many standard errors (over prompts) is noise."""
+
+
+@dataclass(frozen=True)
+class GapCheck:
+    """The clean-ablated gap every faithfulness figure is normalised by, and its noise.
+
+    Faithfulness divides by ``m(full) - m(empty)``. On a model that does not do the task
+    (the untrained step-0 toy) that gap is a difference of two noisy means, and the ratio of
+    two tiny numbers reads like any other figure (0.977 for the step-0 toy). The gap's
+    standard error over prompts says whether it is real: within ``NOISE_Z`` of them, the
+    figure is stored as undefined, with the reason.
+    """
+
+    gap: float
+    standard_error: float | None  # None with one prompt: no spread to measure
+    n_examples: int
+
+    @classmethod
+    def from_per_example(cls, full: torch.Tensor, empty: torch.Tensor) -> GapCheck:
+        """From the metric of the full and the empty circuit on each example ``[N]``."""
+        differences = (full - empty).double()
+        n = int(differences.numel())
+        spread = float(differences.std(unbiased=True)) / n**0.5 if n > 1 else None
+        return cls(float(differences.mean()), spread, n)
+
+    @property
+    def within_noise(self) -> bool:
+        """Whether the gap is indistinguishable from zero over these prompts."""
+        if self.standard_error is None:
+            return False
+        return not abs(self.gap) > NOISE_Z * self.standard_error
+
+    @property
+    def reason(self) -> str:
+        """Why figures normalised by this gap are undefined."""
+        return (
+            f"the clean-ablated gap {self.gap:.4g} is within noise (under {NOISE_Z:g} x its "
+            f"standard error {self.standard_error or 0.0:.3g} over {self.n_examples} prompts)"
+        )
+
+    def to_values(self) -> dict[str, float | None]:
+        """The fields every normalised result carries."""
+        return {"gap": self.gap, "gap_standard_error": self.standard_error}
+
+
+def measure_gap(evaluator: MaskEvaluator) -> GapCheck | None:
+    """The gap and its noise, for evaluators that can score examples one by one."""
+    per_example = getattr(evaluator, "evaluate_per_example", None)
+    if per_example is None:
+        return None
+    graph = evaluator.graph
+    values = per_example(torch.stack([full_mask(graph), empty_mask(graph)]))
+    return GapCheck.from_per_example(values[0], values[1])
+
+
 def full_mask(graph: ComputationalGraph) -> torch.Tensor:
     """Every edge clean: the full model."""
     return torch.ones(graph.n_edges, dtype=torch.bool)

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,7 +25,14 @@ from circuitreg.schema import ValidationResult
 from circuitreg.services.analysis.results import FAITHFULNESS, FAITHFULNESS_CURVE, FIDELITY
 from circuitreg.workers.graph import ComputationalGraph
 
-from .base import MaskEvaluator, ValidationConfig, ValidationError, evaluate_with_anchors
+from .base import (
+    GapCheck,
+    MaskEvaluator,
+    ValidationConfig,
+    ValidationError,
+    evaluate_with_anchors,
+    measure_gap,
+)
 
 CURVE_PERCENTAGES: tuple[float, ...] = (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100)
 
@@ -34,7 +42,21 @@ def faithfulness(
 ) -> ValidationResult:
     """MIB faithfulness of the circuit ``mask`` (one evaluation: full, empty, circuit)."""
     anchors, (m_circuit,) = evaluate_with_anchors(evaluator, [mask])
-    return faithfulness_result(evaluator, mask, anchors.full, anchors.empty, m_circuit, config)
+    gap = measure_gap(evaluator)
+    return faithfulness_result(
+        evaluator, mask, anchors.full, anchors.empty, m_circuit, config, gap=gap
+    )
+
+
+def _normalised(
+    name: str, value: float, threshold: float, gap: GapCheck | None
+) -> tuple[dict[str, Any], bool | None]:
+    """``{name: value, gap...}`` and ``passed``, or ``{name: None, undefined: reason}``."""
+    if gap is None:
+        return {name: value}, value >= threshold
+    if gap.within_noise:
+        return {name: None, "undefined": gap.reason, **gap.to_values()}, None
+    return {name: value, **gap.to_values()}, value >= threshold
 
 
 def faithfulness_result(
@@ -44,16 +66,24 @@ def faithfulness_result(
     m_empty: float,
     m_circuit: float,
     config: ValidationConfig,
+    *,
+    gap: GapCheck | None = None,
 ) -> ValidationResult:
-    """The faithfulness result from already measured metric values."""
+    """The faithfulness result from already measured metric values.
+
+    With ``gap`` (see ``GapCheck``) the result carries the gap it was normalised by, and is
+    undefined (value None, ``passed`` None, the reason under ``undefined``) when the gap is
+    within noise.
+    """
     value = (m_circuit - m_empty) / (m_full - m_empty)
+    figures, passed = _normalised(FAITHFULNESS, value, config.faithfulness_min, gap)
     return ValidationResult(
         name=FAITHFULNESS,
         ablation=evaluator.ablation,
         metric=evaluator.metric_name,
         corruption=evaluator.corruption,
         values={
-            FAITHFULNESS: value,
+            **figures,
             "m_circuit": m_circuit,
             "m_full": m_full,
             "m_empty": m_empty,
@@ -61,7 +91,7 @@ def faithfulness_result(
             "n_total_edges": evaluator.graph.n_edges,
             "threshold": config.faithfulness_min,
         },
-        passed=value >= config.faithfulness_min,
+        passed=passed,
     )
 
 
@@ -70,7 +100,8 @@ def fidelity(
 ) -> ValidationResult:
     """Fidelity of the circuit ``mask``: one evaluation of full, empty and model-minus-circuit."""
     anchors, (ablated,) = evaluate_with_anchors(evaluator, [~mask.bool()])
-    return fidelity_result(evaluator, anchors.full, anchors.empty, ablated, config)
+    gap = measure_gap(evaluator)
+    return fidelity_result(evaluator, anchors.full, anchors.empty, ablated, config, gap=gap)
 
 
 def fidelity_result(
@@ -79,22 +110,25 @@ def fidelity_result(
     everything_ablated: float,
     circuit_ablated: float,
     config: ValidationConfig,
+    *,
+    gap: GapCheck | None = None,
 ) -> ValidationResult:
-    """The fidelity result from already measured metric values."""
+    """The fidelity result from already measured metric values (``gap`` as faithfulness)."""
     value = (baseline - circuit_ablated) / (baseline - everything_ablated)
+    figures, passed = _normalised(FIDELITY, value, config.fidelity_min, gap)
     return ValidationResult(
         name=FIDELITY,
         ablation=evaluator.ablation,
         metric=evaluator.metric_name,
         corruption=evaluator.corruption,
         values={
-            FIDELITY: value,
+            **figures,
             "baseline": baseline,
             "circuit_ablated": circuit_ablated,
             "everything_ablated": everything_ablated,
             "threshold": config.fidelity_min,
         },
-        passed=value >= config.fidelity_min,
+        passed=passed,
     )
 
 

@@ -41,6 +41,20 @@ def test_api_token_create_prints_once_and_stores_only_the_hash() -> None:
     engine.dispose()
 
 
+def test_api_token_list_shows_names_scopes_and_state_but_never_a_token() -> None:
+    runner = CliRunner()
+    assert "no tokens" in runner.invoke(app, ["token", "list"]).output
+    reader = runner.invoke(app, ["token", "create", "reader"]).output.strip()
+    admin = runner.invoke(app, ["token", "create", "boss", "--scope", "admin"]).output.strip()
+    runner.invoke(app, ["token", "revoke", "reader"])
+    listed = runner.invoke(app, ["token", "list"])
+    assert listed.exit_code == 0, listed.output
+    lines = listed.output.splitlines()
+    assert [line.split()[:2] for line in lines] == [["reader", "read"], ["boss", "admin"]]
+    assert "revoked" in lines[0] and lines[1].endswith("live")
+    assert reader not in listed.output and admin not in listed.output
+
+
 def test_api_serve_migrates_then_answers(tmp_path: Path) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
