@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from circuitreg.cli import app
@@ -24,6 +25,7 @@ from circuitreg.settings import get_settings
 from circuitreg.workers.graph import ComputationalGraph
 from circuitreg.workers.methods import registry
 from circuitreg.workers.methods.catalogue import catalogue_json
+from circuitreg.workers.methods.selection import Selection, select_edges
 from circuitreg.workers.runtime import JobExecutor, Worker, WorkerOptions
 
 from .runtime_support import migrate, tiny_toy_checkpoint
@@ -94,11 +96,15 @@ def test_a_throwaway_method_reaches_cli_worker_and_api(
     assert done.result is not None
     stored = executor.store.get_circuit(done.result["circuit_id"])
     assert stored is not None and stored.method.name == throwaway
-    n_edges = len(stored.circuit_edges())  # the method's top 5, dangling edges pruned
-    assert n_edges >= 1
     graph = ComputationalGraph.from_model(executor.models.get(spec.model, "cpu").bridge)
-    top_five = {float(len(graph.edges) - k) for k in range(1, 6)}
-    assert {e.score for e in stored.circuit_edges()} <= top_five
+    # by_order scores edge i as i, so a score names its edge: the stored circuit is the five
+    # connected edges that top_k 5 picks from those scores, walking down from the last edge
+    ranked = torch.arange(len(graph.edges), dtype=torch.float32)
+    expected = select_edges(ranked, graph, Selection(mode="top_k", value=5))
+    stored_scores = {e.score for e in stored.circuit_edges()}
+    assert len(stored_scores) == 5
+    assert stored_scores == {float(i) for i in expected.nonzero().flatten().tolist()}
+    assert float(len(graph.edges) - 1) in stored_scores  # the best edge reaches the logits
 
     catalogue = {m["name"]: m for m in json.loads(catalogue_json())}
     monkeypatch.setattr(api_methods, "load_catalogue", lambda: catalogue)
