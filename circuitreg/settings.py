@@ -59,6 +59,15 @@ class Settings(BaseSettings):
     max_query_depth: int = Field(default=12, ge=2, le=50, description="GraphQL depth limit.")
     max_query_tokens: int = Field(default=2000, ge=50, description="GraphQL token limit.")
     max_aliases: int = Field(default=15, ge=1, description="GraphQL alias limit.")
+    max_query_cost: int = Field(
+        default=2000, ge=10, description="GraphQL fields a query may select, fragments expanded."
+    )
+    max_request_bytes: int = Field(
+        default=1_048_576, ge=1024, description="Largest request body except circuit uploads."
+    )
+    max_upload_bytes: int = Field(
+        default=64 * 1_048_576, ge=1024, description="Largest body of POST /circuits."
+    )
     device: str = Field(default="auto", description="Torch device for workers: auto, cpu, cuda:N.")
     worker_lease_seconds: float = Field(default=30.0, gt=0, description="Job lease length.")
     worker_poll_seconds: float = Field(default=1.0, gt=0, description="Idle poll interval.")

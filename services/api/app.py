@@ -19,6 +19,7 @@ from circuitreg.services.queue import JobQueue
 from circuitreg.services.stores.types import GraphStore
 from circuitreg.settings import Settings, get_settings
 
+from .body_limit import BodyLimitMiddleware
 from .graphql_api.router import graphql_router
 from .observability import Metrics, RequestContextMiddleware, configure_logging
 from .routes_circuits import router as circuits_router
@@ -76,5 +77,10 @@ def create_app(settings: Settings | None = None, store: GraphStore | None = None
             allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
             expose_headers=["X-Request-ID"],
         )
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_request_bytes=settings.max_request_bytes,
+        max_upload_bytes=settings.max_upload_bytes,
+    )
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
     return app

@@ -21,7 +21,6 @@ from .graphql_api.errors import InputError
 from .graphql_api.importing import export_document, exportable_formats, import_document
 
 router = APIRouter(tags=["circuits"])
-MAX_UPLOAD_BYTES = 64 * 1024 * 1024
 
 
 class StoredCircuit(BaseModel):
@@ -116,13 +115,7 @@ async def upload_circuit(
     task: Annotated[str | None, Query(max_length=500)] = None,
     method: Annotated[str | None, Query(max_length=500)] = None,
 ) -> StoredCircuit:
-    body = bytearray()
-    async for chunk in request.stream():
-        body.extend(chunk)
-        if len(body) > MAX_UPLOAD_BYTES:
-            raise HTTPException(
-                status.HTTP_413_CONTENT_TOO_LARGE, f"larger than {MAX_UPLOAD_BYTES} bytes"
-            )
+    body = await request.body()  # its size is capped by BodyLimitMiddleware (max_upload_bytes)
     if not body:
         raise unprocessable(["body"], "empty request body")
     try:

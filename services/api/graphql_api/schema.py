@@ -1,8 +1,8 @@
 """The schema object with its safety limits, and the SDL exported to ``schema/registry.graphql``.
 
-Depth, token and alias limits run at parse/validation time, so an abusive query is refused
-before any resolver runs. Unexpected exceptions are masked (the client sees a generic message
-and the log keeps the traceback); errors meant for the client pass through unchanged.
+Depth, token, alias and cost limits (``cost.py``) run at parse/validation time, so an abusive
+query is refused before any resolver runs. Unexpected exceptions are masked (the client sees a
+generic message and the log keeps the traceback); errors meant for the client pass through.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import (
+    AddValidationRules,
     MaskErrors,
     MaxAliasesLimiter,
     MaxTokensLimiter,
@@ -27,6 +28,7 @@ from strawberry.types import ExecutionContext
 from circuitreg import schema as circuit_schema
 from circuitreg.settings import Settings
 
+from .cost import query_cost_rule
 from .errors import InputError, NotFoundError, PermissionDeniedError
 from .mutation import Mutation
 from .query import Query
@@ -74,6 +76,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
             QueryDepthLimiter(max_depth=settings.max_query_depth),
             MaxTokensLimiter(max_token_count=settings.max_query_tokens),
             MaxAliasesLimiter(max_alias_count=settings.max_aliases),
+            AddValidationRules([query_cost_rule(settings.max_query_cost)]),
             MaskErrors(should_mask_error=_should_mask, error_message="internal error"),
             # Clients repeat the same query texts; parsing and validating one costs more than
             # resolving it, so both are cached (bounded LRU; keys include the limits above).
