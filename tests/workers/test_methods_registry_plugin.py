@@ -33,7 +33,6 @@ from .runtime_support import migrate, tiny_toy_checkpoint
 THROWAWAY = '''
 """A method that scores each edge by its position in the graph (for the registry test)."""
 import time
-from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
@@ -42,7 +41,6 @@ from circuitreg.workers.methods.base import MethodConfig, ScoreResult
 from circuitreg.workers.methods.registry import register_method
 
 
-@dataclass(frozen=True)
 class ByOrderConfig(MethodConfig):
     method_name: ClassVar[str] = "by_order"
 

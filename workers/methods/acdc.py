@@ -23,50 +23,51 @@ removed without measuring (their effect is exactly zero).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
+from pydantic import Field
 
 from circuitreg.workers.engine import InterventionEngine
 from circuitreg.workers.graph import ComputationalGraph
-from circuitreg.workers.methods.base import ConfigError, MethodConfig, ProgressFn, ScoreResult
+from circuitreg.workers.methods.base import (
+    ConfigError,
+    MethodConfig,
+    MetricChoice,
+    ProgressFn,
+    ScoreResult,
+)
 from circuitreg.workers.methods.registry import register_method
-from circuitreg.workers.metrics import MetricFn, within_rounding
+from circuitreg.workers.metrics import within_rounding
 from circuitreg.workers.tasks.base import TaskData
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
 
-@dataclass(frozen=True)
 class ACDCConfig(MethodConfig):
     """Options of ACDC."""
 
     method_name: ClassVar[str] = "acdc"
 
-    metric: str | MetricFn = field(
-        default="kl", metadata={"help": "kl (ACDC's default), logit_diff, prob or a callable"}
+    metric: MetricChoice = Field(
+        default="kl", description="kl (ACDC's default), logit_diff, prob or a callable"
     )
-    tau: float = field(default=0.01, metadata={"help": "keep an edge whose removal costs >= tau"})
-    abs_value: bool = field(
+    tau: float = Field(
+        default=0.01,
+        ge=0,
+        allow_inf_nan=False,
+        description="keep an edge whose removal costs >= tau",
+    )
+    abs_value: bool = Field(
         default=False,
-        metadata={"help": "compare |change| with tau instead of the worsening only"},
+        description="compare |change| with tau instead of the worsening only",
     )
-    relative_tau: bool = field(
+    relative_tau: bool = Field(
         default=False,
-        metadata={
-            "help": "tau is a fraction of the full effect |metric(model) - metric(no edges)|"
-        },
+        description="tau is a fraction of the full effect |metric(model) - metric(no edges)|",
     )
-    set_batch: int = field(default=16, metadata={"help": "candidate circuits per forward pass"})
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.tau < 0:
-            raise ConfigError(f"tau must be >= 0, got {self.tau}")
-        if self.set_batch < 1:
-            raise ConfigError(f"set_batch must be >= 1, got {self.set_batch}")
+    set_batch: int = Field(default=16, ge=1, description="candidate circuits per forward pass")
 
 
 class _Pruner:

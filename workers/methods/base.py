@@ -4,7 +4,7 @@ A method is a plain function (auto-circuit style)::
 
     def method(model, task, graph, config, progress=None) -> ScoreResult
 
-``config`` is a frozen dataclass subclassing ``MethodConfig``: it carries the method's name
+``config`` is a frozen pydantic model subclassing ``MethodConfig``: it carries the method's name
 (``method_name``), serialises with ``to_dict`` / ``from_dict`` (so the worker can queue it and
 the API can list its options), and always includes the ablation and the metric, because those
 decide what a circuit means. ``progress(fraction, message)`` is called as work advances.
@@ -12,14 +12,12 @@ decide what a circuit means. ``progress(fraction, message)`` is called as work a
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Protocol, Self, TypeVar
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, model_validator
 
 from circuitreg.schema.circuit import (
     CircuitDocument,
@@ -39,6 +37,8 @@ if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
 AblationName = Literal["resample", "zero", "mean"]
+MetricChoice = Annotated[str | MetricFn, WithJsonSchema({"type": "string"})]
+"""A metric name (``logit_diff``, ``prob``, ``kl``, ...) or, from Python, a metric function."""
 ProgressFn = Callable[[float, str], None]
 C = TypeVar("C", bound="MethodConfig")
 
@@ -47,108 +47,109 @@ class ConfigError(ValueError):
     """A method parameter that is unknown or has a bad value."""
 
 
-@dataclass(frozen=True)
-class MethodConfig:
-    """Options shared by every method. Subclasses add their own and set ``method_name``."""
+class MethodConfig(BaseModel):
+    """Options shared by every method. Subclasses add their own and set ``method_name``.
 
+    A frozen pydantic model: pydantic converts and checks each field from its annotation
+    (Literal choices, bounds, CLI strings such as ``steps=5``), and its JSON Schema is where
+    ``options()`` and the published catalogue come from. Rules that join several fields go in
+    ``check``. Every failure is a ``ConfigError`` naming the field and the value.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
     method_name: ClassVar[str] = "base"
 
-    ablation: AblationName = field(
-        default="resample", metadata={"help": "resample (corrupted prompts), zero or mean"}
+    ablation: AblationName = Field(
+        default="resample", description="resample (corrupted prompts), zero or mean"
     )
-    metric: str | MetricFn = field(
-        default="logit_diff", metadata={"help": "logit_diff, prob, kl (or a callable in Python)"}
+    metric: MetricChoice = Field(
+        default="logit_diff", description="logit_diff, prob, kl (or a callable in Python)"
     )
-    batch_size: int = field(default=32, metadata={"help": "prompt pairs per forward pass"})
+    batch_size: int = Field(default=32, ge=1, description="prompt pairs per forward pass")
 
-    def __post_init__(self) -> None:
-        if self.ablation not in ("resample", "zero", "mean"):
-            raise ConfigError(f"ablation {self.ablation!r} is not resample, zero or mean")
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
-        if not (isinstance(self.metric, str) or callable(self.metric)):
-            raise ConfigError(f"metric must be a name or a callable, got {self.metric!r}")
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise ConfigError(_describe(type(self).method_name, exc)) from None
+
+    @model_validator(mode="after")
+    def _checked(self) -> Self:
+        self.check()
+        return self
+
+    def check(self) -> None:
+        """Rules across fields that no single annotation can say; subclasses extend it."""
+
+    def replaced(self, **changes: Any) -> Self:
+        """A copy with ``changes``, validated like a new config (``model_copy`` is not)."""
+        return type(self)(**{**dict(self), **changes})
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe parameters, including ``method``; a callable metric is recorded by name."""
         data: dict[str, Any] = {"method": self.method_name}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            data[f.name] = metric_name(value) if f.name == "metric" else value
+        for name, value in self:
+            data[name] = metric_name(value) if name == "metric" else value
         return data
 
     @classmethod
-    def from_dict(cls: type[C], data: Mapping[str, Any]) -> C:
-        """Build from a mapping; strings (CLI ``k=v``) are converted to the field's type."""
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        """Build from a mapping; strings (CLI ``k=v``) are converted by pydantic."""
         data = dict(data)
         named = data.pop("method", cls.method_name)
         if named != cls.method_name:
             raise ConfigError(f"parameters are for method {named!r}, not {cls.method_name!r}")
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - set(fields))
+        unknown = sorted(set(data) - set(cls.model_fields))
         if unknown:
             raise ConfigError(
                 f"unknown parameter(s) {', '.join(unknown)} for method {cls.method_name!r}; "
-                f"known: {', '.join(fields)}"
+                f"known: {', '.join(cls.model_fields)}"
             )
-        hints = typing.get_type_hints(cls)
-        kwargs = {k: _coerce(k, v, hints[k]) for k, v in data.items()}
-        try:
-            return cls(**kwargs)
-        except TypeError as exc:
-            raise ConfigError(f"bad parameters for {cls.method_name!r}: {exc}") from exc
+        return cls(**data)
 
     @classmethod
     def options(cls) -> list[dict[str, Any]]:
-        """Every option: name, type, default and help (for ``circuitreg methods`` and the API)."""
-        hints = typing.get_type_hints(cls)
-        out = []
-        for f in dataclasses.fields(cls):
-            default = f.default if f.default is not dataclasses.MISSING else None
-            out.append(
-                {
-                    "name": f.name,
-                    "type": "str" if f.name == "metric" else _type_label(hints[f.name]),
-                    "default": default,
-                    "help": f.metadata.get("help", ""),
-                }
-            )
-        return out
+        """Every option from the JSON Schema: name, type, default and help (CLI and API)."""
+        properties = cls.model_json_schema()["properties"]
+        return [
+            {
+                "name": name,
+                "type": _type_label(properties[name]),
+                "default": properties[name].get("default"),
+                "help": properties[name].get("description", ""),
+            }
+            for name in cls.model_fields
+        ]
 
 
-def _type_label(tp: Any) -> str:
-    if typing.get_origin(tp) is Literal:
-        return " | ".join(repr(a) for a in typing.get_args(tp))
-    if isinstance(tp, type):
-        return tp.__name__
-    return str(tp).replace("typing.", "")
+_JSON_TYPES = {"integer": "int", "number": "float", "boolean": "bool", "string": "str"}
 
 
-def _coerce(name: str, value: Any, tp: Any) -> Any:
-    """Convert a CLI string to the annotated type; other values pass through."""
-    if not isinstance(value, str):
-        return value
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        choices = typing.get_args(tp)
-        if value not in choices:
-            raise ConfigError(f"{name}={value!r} is not one of {', '.join(map(str, choices))}")
-        return value
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if str in args:
-            return value
-        tp = args[0]
-    try:
-        if tp is bool:
-            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError(value)
-            return value.lower() in ("true", "1", "yes")
-        if tp in (int, float):
-            return tp(value)
-    except ValueError:
-        raise ConfigError(f"{name}={value!r} is not a valid {tp.__name__}") from None
-    return value
+def _type_label(schema: Mapping[str, Any]) -> str:
+    """A short type for people from a JSON Schema property: ``int``, ``'a' | 'b'``, ..."""
+    if "enum" in schema:
+        return " | ".join(repr(v) for v in schema["enum"])
+    if "const" in schema:
+        return repr(schema["const"])
+    if "anyOf" in schema:
+        return " | ".join(_type_label(s) for s in schema["anyOf"])
+    kind = schema.get("type")
+    return "None" if kind == "null" else _JSON_TYPES.get(str(kind), str(kind))
+
+
+def _describe(method: str, exc: ValidationError) -> str:
+    """One line per problem: ``field=value: what is wrong`` (the first three)."""
+    problems = []
+    for error in exc.errors()[:3]:
+        where = ".".join(str(part) for part in error["loc"] if not isinstance(part, int))
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "value_error" or not where:
+            problems.append(message)
+        else:
+            problems.append(f"{where}={error['input']!r}: {message}")
+    more = len(exc.errors()) - len(problems)
+    tail = f" (and {more} more)" if more > 0 else ""
+    return f"bad parameters for {method!r}: " + "; ".join(problems) + tail
 
 
 @dataclass(frozen=True)

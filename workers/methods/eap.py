@@ -18,10 +18,11 @@ TransformerLens (see ``bench/eap_vs_transformerlens.py``).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 import torch
+from pydantic import Field
 
 from circuitreg.workers.engine import InterventionEngine
 from circuitreg.workers.graph import ComputationalGraph
@@ -33,24 +34,19 @@ if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
 
-@dataclass(frozen=True)
 class EAPConfig(MethodConfig):
     """Options of EAP."""
 
     method_name: ClassVar[str] = "eap"
 
-    direction: Literal["noising", "denoising"] = field(
+    direction: Literal["noising", "denoising"] = Field(
         default="noising",
-        metadata={
-            "help": "noising: gradient at the clean run, clean->ablated (default); "
-            "denoising: gradient at the corrupted run, corrupted->clean (resample only)"
-        },
+        description="noising: gradient at the clean run, clean->ablated (default); "
+        "denoising: gradient at the corrupted run, corrupted->clean (resample only)",
     )
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.direction not in ("noising", "denoising"):
-            raise ConfigError(f"direction {self.direction!r} is not noising or denoising")
+    def check(self) -> None:
+        super().check()
         if self.direction == "denoising" and self.ablation != "resample":
             raise ConfigError("denoising EAP needs the resample ablation (a corrupted run)")
 

@@ -33,10 +33,10 @@ patch coefficients (fixed-delta mode, so ``d metric / d patch_e = delta_w . grad
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 import torch
+from pydantic import Field
 
 from circuitreg.workers.engine import InterventionEngine, Override, PreparedBatch
 from circuitreg.workers.graph import ComputationalGraph
@@ -49,23 +49,15 @@ if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
 
-@dataclass(frozen=True)
 class EAPIGConfig(MethodConfig):
     """Options of EAP-IG."""
 
     method_name: ClassVar[str] = "eap_ig"
 
-    steps: int = field(default=5, metadata={"help": "integration steps (EAP-IG uses 5 to 30)"})
-    variant: Literal["inputs", "activations"] = field(
-        default="inputs", metadata={"help": "interpolate the inputs or each layer's activations"}
+    steps: int = Field(default=5, ge=1, description="integration steps (EAP-IG uses 5 to 30)")
+    variant: Literal["inputs", "activations"] = Field(
+        default="inputs", description="interpolate the inputs or each layer's activations"
     )
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.steps < 1:
-            raise ConfigError(f"steps must be >= 1, got {self.steps}")
-        if self.variant not in ("inputs", "activations"):
-            raise ConfigError(f"variant {self.variant!r} is not inputs or activations")
 
 
 def _writer_groups(graph: ComputationalGraph) -> list[tuple[int, int]]:

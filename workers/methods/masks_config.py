@@ -9,10 +9,9 @@ reproduces the run) and the options as given (``extra["requested"]``).
 
 from __future__ import annotations
 
-import dataclasses
-import math
-from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, get_args
+
+from pydantic import Field
 
 from circuitreg.workers.methods.base import ConfigError, MethodConfig
 from circuitreg.workers.methods.masks_param import PARAMETERISATIONS, Parameterisation
@@ -20,6 +19,8 @@ from circuitreg.workers.methods.masks_param import PARAMETERISATIONS, Parameteri
 Objective = Literal["metric", "kl"]
 SparsityControl = Literal["target", "lambda"]
 ParameterisationChoice = Literal["auto", "hard_concrete", "gumbel_sigmoid", "bernoulli_score"]
+if set(get_args(ParameterisationChoice)) != {"auto", *PARAMETERISATIONS}:  # one list of kinds
+    raise ImportError("ParameterisationChoice and masks_param.PARAMETERISATIONS disagree")
 DEFAULT_TEMPERATURE: dict[str, float] = {"hard_concrete": 2 / 3, "gumbel_sigmoid": 1.0}
 
 # ``auto`` takes the score-function estimator up to this many edges, hard-concrete above.
@@ -34,85 +35,69 @@ DEFAULT_TEMPERATURE: dict[str, float] = {"hard_concrete": 2 / 3, "gumbel_sigmoid
 AUTO_SCORE_FUNCTION_MAX_EDGES = 256
 
 
-@dataclass(frozen=True)
 class MaskPruningConfig(MethodConfig):
     """Options of differentiable mask pruning (``None``: resolved by ``resolve``)."""
 
     method_name: ClassVar[str] = "mask_pruning"
 
-    parameterisation: ParameterisationChoice = field(
+    parameterisation: ParameterisationChoice = Field(
         default="auto",
-        metadata={
-            "help": "hard_concrete (Edge Pruning), gumbel_sigmoid (DiscoGP, STE), "
-            "bernoulli_score (exact masks, score-function gradient), or auto: "
-            f"bernoulli_score up to {AUTO_SCORE_FUNCTION_MAX_EDGES} edges, else hard_concrete"
-        },
+        description="hard_concrete (Edge Pruning), gumbel_sigmoid (DiscoGP, STE), "
+        "bernoulli_score (exact masks, score-function gradient), or auto: "
+        f"bernoulli_score up to {AUTO_SCORE_FUNCTION_MAX_EDGES} edges, else hard_concrete",
     )
-    sparsity_control: SparsityControl = field(
+    sparsity_control: SparsityControl = Field(
         default="target",
-        metadata={"help": "target (Lagrangian towards target_sparsity) or lambda (fixed)"},
+        description="target (Lagrangian towards target_sparsity) or lambda (fixed)",
     )
-    target_sparsity: float = field(
-        default=0.95, metadata={"help": "fraction of edges to remove (sparsity_control=target)"}
+    target_sparsity: float = Field(
+        default=0.95,
+        ge=0,
+        lt=1,
+        description="fraction of edges to remove (sparsity_control=target)",
     )
-    sparsity_lambda: float = field(
-        default=1.0, metadata={"help": "weight of the expected density (sparsity_control=lambda)"}
+    sparsity_lambda: float = Field(
+        default=1.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="weight of the expected density (sparsity_control=lambda)",
     )
-    steps: int = field(default=300, metadata={"help": "optimisation steps"})
-    lr: float | None = field(
+    steps: int = Field(default=300, ge=1, description="optimisation steps")
+    lr: float | None = Field(
         default=None,
-        metadata={
-            "help": "Adam learning rate of the mask logits; None: 0.2 (bernoulli_score), "
-            "0.1 (target), 0.03 (lambda)"
-        },
+        gt=0,
+        allow_inf_nan=False,
+        description="Adam learning rate of the mask logits; None: 0.2 (bernoulli_score), "
+        "0.1 (target), 0.03 (lambda)",
     )
-    lagrangian_lr: float = field(
-        default=3.0, metadata={"help": "ascent rate of the sparsity multipliers"}
+    lagrangian_lr: float = Field(
+        default=3.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="ascent rate of the sparsity multipliers",
     )
-    temperature: float | None = field(
+    temperature: float | None = Field(
         default=None,
-        metadata={"help": "relaxation temperature; None: 2/3 (hc), 1 (gs), none (bernoulli)"},
+        gt=0,
+        allow_inf_nan=False,
+        description="relaxation temperature; None: 2/3 (hc), 1 (gs), none (bernoulli)",
     )
-    init_logit: float = field(default=3.0, metadata={"help": "starting logit (keep ~all)"})
-    warmup: float = field(
-        default=0.3, metadata={"help": "fraction of steps over which the target ramps up"}
+    init_logit: float = Field(default=3.0, description="starting logit (keep ~all)")
+    warmup: float = Field(
+        default=0.3, ge=0, le=1, description="fraction of steps over which the target ramps up"
     )
-    mask_samples: int | None = field(
+    mask_samples: int | None = Field(
         default=None,
-        metadata={"help": "masks sampled per step (one engine pass); None: 8, bernoulli_score 32"},
+        ge=1,
+        description="masks sampled per step (one engine pass); None: 8, bernoulli_score 32",
     )
-    objective: Objective = field(
-        default="metric", metadata={"help": "metric (keep the task metric) or kl (outputs)"}
+    objective: Objective = Field(
+        default="metric", description="metric (keep the task metric) or kl (outputs)"
     )
-    seed: int = field(default=0, metadata={"help": "seed of the mask noise"})
+    seed: int = Field(default=0, description="seed of the mask noise")
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.parameterisation != "auto" and self.parameterisation not in PARAMETERISATIONS:
-            raise ConfigError(
-                f"parameterisation {self.parameterisation!r} is not auto or one of "
-                f"{PARAMETERISATIONS}"
-            )
-        if self.sparsity_control not in ("target", "lambda"):
-            raise ConfigError(f"sparsity_control {self.sparsity_control!r} is not target or lambda")
-        if not 0.0 <= self.target_sparsity < 1.0:
-            raise ConfigError(f"target_sparsity must be in [0, 1), got {self.target_sparsity}")
-        if not (self.sparsity_lambda >= 0 and math.isfinite(self.sparsity_lambda)):
-            raise ConfigError(f"sparsity_lambda must be >= 0, got {self.sparsity_lambda}")
-        if self.steps < 1:
-            raise ConfigError(f"steps must be >= 1, got {self.steps}")
-        if self.mask_samples is not None and self.mask_samples < 1:
-            raise ConfigError(f"mask_samples must be >= 1, got {self.mask_samples}")
-        for name in ("lr", "lagrangian_lr"):
-            value = getattr(self, name)
-            if value is None and name == "lr":
-                continue
-            if not (value > 0 and math.isfinite(value)):
-                raise ConfigError(f"{name} must be a positive number, got {value}")
-        if self.temperature is not None and not (
-            self.temperature > 0 and math.isfinite(self.temperature)
-        ):
-            raise ConfigError(f"temperature must be a positive number, got {self.temperature}")
+    def check(self) -> None:
+        super().check()
         if self.parameterisation == "bernoulli_score":
             if self.temperature is not None:
                 raise ConfigError("bernoulli_score samples exact masks and takes no temperature")
@@ -121,10 +106,6 @@ class MaskPruningConfig(MethodConfig):
                     "bernoulli_score needs mask_samples >= 2 (its baseline is the mean loss "
                     f"of the other samples), got {self.mask_samples}"
                 )
-        if not 0.0 <= self.warmup <= 1.0:
-            raise ConfigError(f"warmup must be in [0, 1], got {self.warmup}")
-        if self.objective not in ("metric", "kl"):
-            raise ConfigError(f"objective {self.objective!r} is not metric or kl")
 
     def resolve(self, n_edges: int) -> MaskPruningConfig:
         """The config a run on a graph of ``n_edges`` edges uses: no ``auto``, no ``None``.
@@ -171,6 +152,6 @@ class MaskPruningConfig(MethodConfig):
         temperature = None
         if not score:
             temperature = self.temperature or DEFAULT_TEMPERATURE[kind]
-        return dataclasses.replace(
-            self, parameterisation=kind, lr=lr, mask_samples=samples, temperature=temperature
+        return self.replaced(
+            parameterisation=kind, lr=lr, mask_samples=samples, temperature=temperature
         )

@@ -28,10 +28,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 import torch
+from pydantic import Field
 
 from circuitreg.schema.names import ComponentKind, parse_node
 from circuitreg.workers.graph import ComputationalGraph
@@ -56,39 +56,30 @@ ComponentChoice = Literal["all", "heads", "mlps"]
 Direction = Literal["noising", "denoising"]
 
 
-@dataclass(frozen=True)
 class ActivationPatchingConfig(MethodConfig):
     """Options of node-level activation patching."""
 
     method_name: ClassVar[str] = "activation_patching"
 
-    components: ComponentChoice = field(
-        default="all", metadata={"help": "all (input, heads, MLPs), heads or mlps"}
+    components: ComponentChoice = Field(
+        default="all", description="all (input, heads, MLPs), heads or mlps"
     )
-    per_position: bool = field(
-        default=False, metadata={"help": "patch each token position separately"}
-    )
-    direction: Direction = field(
+    per_position: bool = Field(default=False, description="patch each token position separately")
+    direction: Direction = Field(
         default="noising",
-        metadata={"help": "noising: ablated into clean run; denoising: clean into corrupted"},
+        description="noising: ablated into clean run; denoising: clean into corrupted",
     )
-    sets_per_forward: int = field(
-        default=16, metadata={"help": "patches evaluated together in one stacked forward"}
+    sets_per_forward: int = Field(
+        default=16, ge=1, description="patches evaluated together in one stacked forward"
     )
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.components not in ("all", "heads", "mlps"):
-            raise ConfigError(f"components {self.components!r} is not all, heads or mlps")
-        if self.direction not in ("noising", "denoising"):
-            raise ConfigError(f"direction {self.direction!r} is not noising or denoising")
+    def check(self) -> None:
+        super().check()
         if self.direction == "denoising" and self.ablation != "resample":
             raise ConfigError(
                 f"denoising patches clean activations into the corrupted run, so it needs "
                 f"ablation='resample', not {self.ablation!r}"
             )
-        if self.sets_per_forward < 1:
-            raise ConfigError(f"sets_per_forward must be >= 1, got {self.sets_per_forward}")
 
 
 def patched_nodes(graph: ComputationalGraph, components: ComponentChoice) -> list[str]:

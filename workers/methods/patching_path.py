@@ -25,10 +25,10 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
+from pydantic import Field
 
 from circuitreg.schema.names import LOGITS, ComponentKind, Receiver, edge_name, parse_node
 from circuitreg.workers.engine import InterventionEngine
@@ -43,28 +43,20 @@ if TYPE_CHECKING:
 _RECEIVER = re.compile(r"^(?P<node>[^<>\s]+?)(?:<(?P<input>[qkv])>)?$")
 
 
-@dataclass(frozen=True)
 class PathPatchingConfig(MethodConfig):
     """Options of path patching."""
 
     method_name: ClassVar[str] = "path_patching"
 
-    receivers: str = field(
+    receivers: str = Field(
         default="",
-        metadata={
-            "help": "comma-separated receiver inputs, e.g. 'a1.h2<k>,a1.h3<q>,m1,logits' "
-            "(a head without <q|k|v> means all three); empty: every receiver input"
-        },
+        description="comma-separated receiver inputs, e.g. 'a1.h2<k>,a1.h3<q>,m1,logits' "
+        "(a head without <q|k|v> means all three); empty: every receiver input",
     )
-    senders: str = field(
-        default="", metadata={"help": "comma-separated sender nodes; empty: every writer"}
+    senders: str = Field(
+        default="", description="comma-separated sender nodes; empty: every writer"
     )
-    set_batch: int = field(default=16, metadata={"help": "senders patched per stacked forward"})
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.set_batch < 1:
-            raise ConfigError(f"set_batch must be >= 1, got {self.set_batch}")
+    set_batch: int = Field(default=16, ge=1, description="senders patched per stacked forward")
 
 
 def receiver_slots(graph: ComputationalGraph, spec: str) -> list[tuple[str, Receiver | None]]:

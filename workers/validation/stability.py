@@ -9,7 +9,6 @@ of the runs.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from itertools import combinations
 from typing import Any
@@ -54,7 +53,7 @@ def stability(
         raise ValidationError(f"stability needs at least 2 runs, got {n_runs}")
     if not 0 < threshold <= 1:
         raise ValidationError(f"threshold must be in (0, 1], got {threshold}")
-    has_seed = any(f.name == "seed" for f in dataclasses.fields(config))
+    has_seed = "seed" in type(config).model_fields
     if not has_seed and not resample:
         raise ValidationError(
             f"method {config.method_name!r} takes no seed, so without resampling the dataset "
@@ -63,7 +62,7 @@ def stability(
     generator = torch.Generator().manual_seed(seed)
     masks = []
     for run in range(n_runs):
-        run_config = dataclasses.replace(config, seed=seed + run) if has_seed else config  # type: ignore[call-arg]
+        run_config = config.replaced(seed=seed + run) if has_seed else config
         run_task = task
         if resample:
             picks = torch.randint(task.n_examples, (task.n_examples,), generator=generator)
