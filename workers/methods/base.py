@@ -247,16 +247,7 @@ def to_document(
             f"model {model_ref.name!r} is {model_ref.n_layers}x{model_ref.n_heads} but the graph "
             f"is {graph.n_layers}x{graph.n_heads}"
         )
-    if isinstance(selection, Selection):
-        outcome = explain_selection(result.edge_scores, graph, selection)
-        mask = outcome.mask
-        selection_info: dict[str, Any] = selection.to_dict()
-        if outcome.note is not None:
-            selection_info["note"] = outcome.note
-    else:
-        graph.check_edge_vector(selection)
-        mask = selection.bool().cpu()
-        selection_info = {"mode": "mask", "n_edges": int(mask.sum())}
+    mask, selection_info = _apply_selection(result, graph, selection)
     task_ref = task if isinstance(task, TaskRef) else _task_ref(task)
     scores = result.edge_scores.detach().float().cpu().tolist()
     flags = mask.tolist()
@@ -264,20 +255,7 @@ def to_document(
         Edge.from_name(name, score=scores[i], in_circuit=bool(flags[i]))
         for i, name in enumerate(graph.edges)
     )
-    in_circuit = set(graph.nodes_in(mask))
-    node_scores = (
-        result.node_scores.detach().float().cpu().tolist()
-        if result.node_scores is not None and result.node_scores.numel() == graph.n_nodes
-        else None
-    )
-    components = tuple(
-        Component.from_name(
-            name,
-            score=None if node_scores is None else node_scores[i],
-            in_circuit=name in in_circuit,
-        )
-        for i, name in enumerate(graph.nodes)
-    )
+    components = _components(result, graph, mask)
     params = {k: v for k, v in result.params.items() if k not in ("ablation", "metric")}
     provenance_extra = {
         "selection": selection_info,
@@ -297,6 +275,41 @@ def to_document(
         components=components,
         edges=edges,
         provenance=Provenance(**_versions(), device=device, job_id=job_id, extra=provenance_extra),
+    )
+
+
+def _apply_selection(
+    result: ScoreResult, graph: ComputationalGraph, selection: Selection | torch.Tensor
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The kept-edge mask and the selection as recorded (with its note where it has one)."""
+    if isinstance(selection, Selection):
+        outcome = explain_selection(result.edge_scores, graph, selection)
+        info: dict[str, Any] = selection.to_dict()
+        if outcome.note is not None:
+            info["note"] = outcome.note
+        return outcome.mask, info
+    graph.check_edge_vector(selection)
+    mask = selection.bool().cpu()
+    return mask, {"mode": "mask", "n_edges": int(mask.sum())}
+
+
+def _components(
+    result: ScoreResult, graph: ComputationalGraph, mask: torch.Tensor
+) -> tuple[Component, ...]:
+    """Every node, flagged when a kept edge touches it, with its score where the method gave one."""
+    in_circuit = set(graph.nodes_in(mask))
+    node_scores = (
+        result.node_scores.detach().float().cpu().tolist()
+        if result.node_scores is not None and result.node_scores.numel() == graph.n_nodes
+        else None
+    )
+    return tuple(
+        Component.from_name(
+            name,
+            score=None if node_scores is None else node_scores[i],
+            in_circuit=name in in_circuit,
+        )
+        for i, name in enumerate(graph.nodes)
     )
 
 

@@ -52,7 +52,11 @@ from circuitreg.workers.engine import InterventionEngine, PreparedBatch
 from circuitreg.workers.graph import ComputationalGraph
 from circuitreg.workers.methods.base import ConfigError, ProgressFn, ScoreResult
 from circuitreg.workers.methods.masks_config import MaskPruningConfig
-from circuitreg.workers.methods.masks_param import deterministic_mask, make_distribution
+from circuitreg.workers.methods.masks_param import (
+    MaskDistribution,
+    deterministic_mask,
+    make_distribution,
+)
 from circuitreg.workers.methods.registry import register_method
 from circuitreg.workers.metrics import within_rounding
 from circuitreg.workers.tasks.base import TaskData
@@ -85,51 +89,10 @@ def mask_pruning(
         model, graph, task, config.ablation, config.metric, config.batch_size,
         set_batch=config.mask_samples,
     )  # fmt: skip
-    batches = list(engine.batches())
-    references = [_reference(engine, batch) for batch in batches]
     distribution = make_distribution(config.parameterisation, config.temperature)
-    device = engine.device
-    logits = torch.full((graph.n_edges,), config.init_logit, device=device, requires_grad=True)
-    multipliers = torch.zeros(2, device=device, requires_grad=True)
-    optimiser = torch.optim.Adam([logits], lr=config.lr)
-    ascent = torch.optim.SGD([multipliers], lr=config.lagrangian_lr, maximize=True)
-    history: list[dict[str, float]] = []
-    n_backward = 0
-    with _frozen(model), _seeded(config.seed, device):
-        for step in range(config.steps):
-            index = step % len(batches)
-            keep = distribution.sample(logits, config.mask_samples)
-            # The score function needs each mask's loss, not its derivative: no graph.
-            with torch.set_grad_enabled(distribution.through_model):
-                out = engine.run(batches[index], 1.0 - keep)
-                losses = _faithfulness(engine, batches[index], out, references[index], config)
-            faith = losses.mean()
-            density = distribution.expected_density(logits).mean()
-            target = _target_density(config, step)
-            if target is None:
-                sparsity = config.sparsity_lambda * density
-            else:
-                excess = torch.relu(density - target)
-                sparsity = multipliers[0] * excess + multipliers[1] * excess**2
-            optimiser.zero_grad()
-            ascent.zero_grad()
-            (distribution.objective(logits, keep, losses) + sparsity).backward()
-            # Backward passes through the model; the score function's reaches only the logits.
-            n_backward += distribution.through_model
-            optimiser.step()
-            if target is not None:
-                ascent.step()
-            if step % max(1, config.steps // 20) == 0 or step == config.steps - 1:
-                history.append(
-                    {
-                        "step": step,
-                        "faithfulness_loss": float(faith.detach()),
-                        "density": float(density.detach()),
-                    }
-                )
-            if progress is not None:
-                progress((step + 1) / config.steps, f"mask pruning: step {step + 1}/{config.steps}")
-    learned = logits.detach().cpu()
+    with _frozen(model), _seeded(config.seed, engine.device):
+        trained = _train(engine, distribution, config, progress)
+    learned = trained.logits
     circuit = deterministic_mask(learned)
     circuit_metric, clean_metric, ablated_metric = (float(v) for v in engine.evaluate_circuits(
         torch.stack([circuit, torch.ones_like(circuit), torch.zeros_like(circuit)])
@@ -140,7 +103,7 @@ def mask_pruning(
         method=MaskPruningConfig.method_name,
         params=config.to_dict(),  # what ran: rerunning with these reproduces it
         n_forward=engine.n_forward,
-        n_backward=n_backward,
+        n_backward=trained.n_backward,
         seconds=time.perf_counter() - started,
         circuit=circuit.bool(),
         extra={
@@ -158,10 +121,74 @@ def mask_pruning(
                 recovered, circuit_metric, clean_metric, distribution.through_model
             ),
             "requested": given.to_dict(),
-            "history": history,
+            "history": trained.history,
             "corruption": task.corruption,
         },
     )
+
+
+@dataclass(frozen=True)
+class _Trained:
+    """The learned mask logits (CPU), the loss history and the backward passes spent."""
+
+    logits: torch.Tensor
+    history: list[dict[str, float]]
+    n_backward: int
+
+
+def _train(
+    engine: InterventionEngine,
+    distribution: MaskDistribution,
+    config: MaskPruningConfig,
+    progress: ProgressFn | None,
+) -> _Trained:
+    """Adam on the mask logits against faithfulness plus the sparsity term, one batch a step.
+
+    With a target sparsity, the multipliers of a Lagrangian ascend while the expected
+    density exceeds the (warming-up) target; with a fixed lambda the density is weighted.
+    """
+    assert config.mask_samples is not None and config.lr is not None  # resolve fills them
+    batches = list(engine.batches())
+    references = [_reference(engine, batch) for batch in batches]
+    graph, device = engine.graph, engine.device
+    logits = torch.full((graph.n_edges,), config.init_logit, device=device, requires_grad=True)
+    multipliers = torch.zeros(2, device=device, requires_grad=True)
+    optimiser = torch.optim.Adam([logits], lr=config.lr)
+    ascent = torch.optim.SGD([multipliers], lr=config.lagrangian_lr, maximize=True)
+    history: list[dict[str, float]] = []
+    n_backward = 0
+    for step in range(config.steps):
+        index = step % len(batches)
+        keep = distribution.sample(logits, config.mask_samples)
+        # The score function needs each mask's loss, not its derivative: no graph.
+        with torch.set_grad_enabled(distribution.through_model):
+            out = engine.run(batches[index], 1.0 - keep)
+            losses = _faithfulness(engine, batches[index], out, references[index], config)
+        density = distribution.expected_density(logits).mean()
+        target = _target_density(config, step)
+        if target is None:
+            sparsity = config.sparsity_lambda * density
+        else:
+            excess = torch.relu(density - target)
+            sparsity = multipliers[0] * excess + multipliers[1] * excess**2
+        optimiser.zero_grad()
+        ascent.zero_grad()
+        (distribution.objective(logits, keep, losses) + sparsity).backward()
+        n_backward += distribution.through_model  # the score function's stops at the logits
+        optimiser.step()
+        if target is not None:
+            ascent.step()
+        if step % max(1, config.steps // 20) == 0 or step == config.steps - 1:
+            history.append(
+                {
+                    "step": step,
+                    "faithfulness_loss": float(losses.mean().detach()),
+                    "density": float(density.detach()),
+                }
+            )
+        if progress is not None:
+            progress((step + 1) / config.steps, f"mask pruning: step {step + 1}/{config.steps}")
+    return _Trained(logits.detach().cpu(), history, n_backward)
 
 
 # Below this share of the clean-vs-ablated gap the learned circuit is reported as unfaithful.

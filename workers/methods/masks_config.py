@@ -23,15 +23,9 @@ if set(get_args(ParameterisationChoice)) != {"auto", *PARAMETERISATIONS}:  # one
     raise ImportError("ParameterisationChoice and masks_param.PARAMETERISATIONS disagree")
 DEFAULT_TEMPERATURE: dict[str, float] = {"hard_concrete": 2 / 3, "gumbel_sigmoid": 1.0}
 
-# ``auto`` takes the score-function estimator up to this many edges, hard-concrete above.
-# The score function needs no gradient through the model, so it learns edges a relaxation
-# cannot (tracr's discretising MLPs), but its noise grows with the number of edges: with 32
-# samples and 300 steps (``bench/recovery.py``, zero ablation, task seeds 0-2) it reached
-# ROC AUC 1.0 on every tracr program up to 116 edges and 0.998-1.0 on the induction toy (81)
-# (learning rate 0.1; 0.2, the default chosen after, in ``resolve``),
-# where hard-concrete got 0.81-0.96 on count_less_freq (23) and 0.946-0.999 on sort_freq (116);
-# at 388 edges (shuffle_dyck) it still ranked well (0.999) but kept 372 edges, and at 1997
-# (shuffle_dyck2) it fell to 0.70-0.95 where hard-concrete got 0.999-1.0. 256 lies between.
+# ``auto`` takes the score-function estimator up to this many edges, hard-concrete above: the
+# score function learns edges a relaxation cannot (no gradient through discretising MLPs),
+# but its noise grows with the edges (measurements: bench/results/mask_pruning_defaults.md).
 AUTO_SCORE_FUNCTION_MAX_EDGES = 256
 
 
@@ -112,23 +106,12 @@ class MaskPruningConfig(MethodConfig):
 
         Learning rate: Adam moves every logit by about ``lr`` per step whatever its
         gradient's size, so ``lr`` bounds how fast the sparsity term drags down an edge whose
-        faithfulness gradient is mostly zero (one read through a discretising MLP pushes back
-        only when a relaxed sample lands on a step). With a fixed lambda nothing else hurries
-        the logits, and 0.03 (300 steps) kept such edges where 0.1 lost them (tracr
-        ``reverse``'s length computation: ROC AUC 1.0 vs 0.899). The Lagrangian must reach
-        its target within the steps, so it keeps 0.1. The score function sees every edge's
-        effect on the loss, steps or not, but its gradient is noisy, so Adam's steps on an
-        edge the loss does not need drift down slowly: with a fixed lambda (300 steps, task
-        seeds 0-2) and 8 samples, 0.03 kept all 23 edges of ``count_less_freq``; with 32,
-        0.1 kept the 13 true ones there but 57-61 of ``sort_freq``'s 116 (19 true); 0.3 kept
-        29-35, with the induction toy's ROC AUC at 0.980-0.982 instead of 0.998-1.0; 0.2 kept
-        29-33, toy 0.995-0.997.
-
-        Samples: a relaxation averages 8 per step (with one, an edge read through a
-        discretising MLP got a gradient too rarely and was lost: ROC AUC 0.69-0.83 on three
-        tracr programs). The score function's noise falls with the samples; 32 (one forward,
-        no backward) kept exactly the true edges of ``count_less_freq`` at seeds 0-2 and
-        learning rate 0.1, 8 kept 14-17 of its 23.
+        faithfulness gradient is mostly zero; a fixed lambda has nothing else hurrying the
+        logits, so it takes a smaller rate than the Lagrangian, which must reach its target
+        within the steps. Samples: a relaxation averages several masks per step so an edge
+        read through a discretising MLP gets a gradient often enough; the score function's
+        noise falls with its samples. The measurements behind each default are in
+        ``bench/results/mask_pruning_defaults.md``.
         """
         kind: Parameterisation
         if self.parameterisation == "auto":

@@ -46,7 +46,7 @@ from circuitreg.workers.methods.patching_hooks import (
     run_node_patches,
 )
 from circuitreg.workers.methods.registry import register_method
-from circuitreg.workers.metrics import resolve_metric
+from circuitreg.workers.metrics import Metric, resolve_metric
 from circuitreg.workers.tasks.base import TaskData
 
 if TYPE_CHECKING:
@@ -132,6 +132,43 @@ def activation_patching(
     positions: Sequence[int | None] = range(seq_len) if config.per_position else [None]
     patches = [NodePatch(node, pos) for pos in positions for node in nodes]
 
+    totals, base_total, n_forward = _sweep(model, task, nodes, patches, config, metric, progress)
+    effects = (totals - base_total) / task.n_examples
+    node_scores = _node_score_table(
+        graph, patches, effects, seq_len if config.per_position else None
+    )
+    edge_scores = node_scores[..., graph.edge_source]
+    return ScoreResult(
+        edge_scores=edge_scores.float(),
+        method=ActivationPatchingConfig.method_name,
+        params=config.to_dict(),
+        n_forward=n_forward,
+        n_backward=0,
+        seconds=time.perf_counter() - started,
+        node_scores=node_scores.float(),
+        extra={
+            "edge_scores": "score of the edge's source node (patching a node patches its edges)",
+            "patched_nodes": nodes,
+            "unpatched_metric": base_total / task.n_examples,
+            "direction": config.direction,
+            "corruption": task.corruption,
+        },
+    )
+
+
+def _sweep(
+    model: TransformerBridge,
+    task: TaskData,
+    nodes: list[str],
+    patches: list[NodePatch],
+    config: ActivationPatchingConfig,
+    metric: Metric,
+    progress: ProgressFn | None,
+) -> tuple[torch.Tensor, float, int]:
+    """Summed metric per patch over the prompts, the unpatched sum, and the forwards spent.
+
+    ``sets_per_forward`` patches share one stacked forward per batch of prompts.
+    """
     totals = torch.zeros(len(patches), dtype=torch.float64)
     base_total = 0.0
     n_forward = 0
@@ -163,28 +200,7 @@ def activation_patching(
             done += 1
             if progress is not None:
                 progress(done / steps, f"activation patching: {done}/{steps} stacked forwards")
-
-    effects = (totals - base_total) / task.n_examples
-    node_scores = _node_score_table(
-        graph, patches, effects, seq_len if config.per_position else None
-    )
-    edge_scores = node_scores[..., graph.edge_source]
-    return ScoreResult(
-        edge_scores=edge_scores.float(),
-        method=ActivationPatchingConfig.method_name,
-        params=config.to_dict(),
-        n_forward=n_forward,
-        n_backward=0,
-        seconds=time.perf_counter() - started,
-        node_scores=node_scores.float(),
-        extra={
-            "edge_scores": "score of the edge's source node (patching a node patches its edges)",
-            "patched_nodes": nodes,
-            "unpatched_metric": base_total / task.n_examples,
-            "direction": config.direction,
-            "corruption": task.corruption,
-        },
-    )
+    return totals, base_total, n_forward
 
 
 def _prepare(
