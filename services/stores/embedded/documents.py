@@ -35,6 +35,77 @@ from .models import (
 )
 
 
+def _components(conn: Session, circuit_pk: int) -> tuple[Component, ...]:
+    """The circuit's stored components with their scores, in model order."""
+    rows = conn.execute(
+        select(ComponentRow, CircuitComponent.score, CircuitComponent.in_circuit)
+        .join(CircuitComponent, CircuitComponent.component_id == ComponentRow.id)
+        .where(CircuitComponent.circuit_pk == circuit_pk)
+    ).all()
+    components = (
+        Component(
+            name=c.name,
+            kind=ComponentKind(c.kind),
+            layer=c.layer,
+            head=c.head,
+            position=c.position,
+            hook_name=c.hook_name,
+            score=score,
+            in_circuit=in_circuit,
+        )
+        for c, score, in_circuit in rows
+    )
+    return tuple(
+        sorted(
+            components,
+            key=lambda c: (node_order_key(c.name), -1 if c.position is None else c.position),
+        )
+    )
+
+
+def _edges(conn: Session, circuit_pk: int) -> tuple[Edge, ...]:
+    """The circuit's edges with their scores, ordered by name and position."""
+    rows = conn.execute(
+        select(GraphEdge, CircuitEdge.score, CircuitEdge.position)
+        .join(CircuitEdge, CircuitEdge.edge_id == GraphEdge.id)
+        .where(CircuitEdge.circuit_pk == circuit_pk)
+    ).all()
+    edges = (
+        Edge(
+            source=e.source,
+            target=e.target,
+            receiver=None if e.receiver is None else Receiver(e.receiver),
+            score=score,
+            position=position,
+        )
+        for e, score, position in rows
+    )
+    return tuple(
+        sorted(
+            edges,
+            key=lambda e: (
+                e.source,
+                e.target,
+                e.receiver or "",
+                -1 if e.position is None else e.position,
+            ),
+        )
+    )
+
+
+def _labels(conn: Session, model_id: int, names: list[str]) -> dict[str, tuple[str, ...]]:
+    """The model's free labels of ``names``."""
+    labels: dict[str, list[str]] = {}
+    rows = conn.execute(
+        select(ComponentLabel.component, ComponentLabel.label).where(
+            ComponentLabel.model_id == model_id, ComponentLabel.component.in_(names)
+        )
+    ).tuples()
+    for name, label in rows:
+        labels.setdefault(name, []).append(label)
+    return {k: tuple(sorted(v)) for k, v in sorted(labels.items())}
+
+
 def load_document(conn: Session, circuit_id: str) -> CircuitDocument | None:
     """The stored document (in-circuit components and edges, labels, validation) or None."""
     head = conn.execute(
@@ -48,65 +119,13 @@ def load_document(conn: Session, circuit_id: str) -> CircuitDocument | None:
     if head is None:
         return None
     circuit, run, model, task_name, checkpoint = head
-    comps = conn.execute(
-        select(ComponentRow, CircuitComponent.score, CircuitComponent.in_circuit)
-        .join(CircuitComponent, CircuitComponent.component_id == ComponentRow.id)
-        .where(CircuitComponent.circuit_pk == circuit.pk)
-    ).all()
-    edges = conn.execute(
-        select(GraphEdge, CircuitEdge.score, CircuitEdge.position)
-        .join(CircuitEdge, CircuitEdge.edge_id == GraphEdge.id)
-        .where(CircuitEdge.circuit_pk == circuit.pk)
-    ).all()
-    names = sorted({c.name for c, _, _ in comps})
-    labels: dict[str, list[str]] = {}
-    for name, label in (
-        conn.execute(
-            select(ComponentLabel.component, ComponentLabel.label).where(
-                ComponentLabel.model_id == model.id, ComponentLabel.component.in_(names)
-            )
-        )
-        .tuples()
-        .all()
-    ):
-        labels.setdefault(name, []).append(label)
-    bodies = conn.execute(
-        select(ValidationRow.body).where(ValidationRow.circuit_pk == circuit.pk)
-    ).scalars()
-    validation = order_validation(ValidationResult.model_validate(b) for b in bodies)
-    components = sorted(
-        (
-            Component(
-                name=c.name,
-                kind=ComponentKind(c.kind),
-                layer=c.layer,
-                head=c.head,
-                position=c.position,
-                hook_name=c.hook_name,
-                score=score,
-                in_circuit=in_circuit,
-            )
-            for c, score, in_circuit in comps
-        ),
-        key=lambda c: (node_order_key(c.name), -1 if c.position is None else c.position),
-    )
-    edge_list = sorted(
-        (
-            Edge(
-                source=e.source,
-                target=e.target,
-                receiver=None if e.receiver is None else Receiver(e.receiver),
-                score=score,
-                position=position,
-            )
-            for e, score, position in edges
-        ),
-        key=lambda e: (
-            e.source,
-            e.target,
-            e.receiver or "",
-            -1 if e.position is None else e.position,
-        ),
+    components = _components(conn, circuit.pk)
+    names = sorted({c.name for c in components})
+    validation = order_validation(
+        ValidationResult.model_validate(b)
+        for b in conn.execute(
+            select(ValidationRow.body).where(ValidationRow.circuit_pk == circuit.pk)
+        ).scalars()
     )
     return CircuitDocument(
         model=ModelRef(
@@ -132,9 +151,9 @@ def load_document(conn: Session, circuit_id: str) -> CircuitDocument | None:
         ablation=run.ablation,
         metric=run.metric,
         seed=run.seed,
-        components=tuple(components),
-        edges=tuple(edge_list),
-        labels={k: tuple(sorted(v)) for k, v in sorted(labels.items())},
+        components=components,
+        edges=_edges(conn, circuit.pk),
+        labels=_labels(conn, model.id, names),
         validation=validation,
         provenance=Provenance.model_validate(circuit.provenance),
     )

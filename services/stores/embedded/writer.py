@@ -17,7 +17,7 @@ from sqlalchemy import Connection, Table, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import Insert
 
-from circuitreg.schema import CircuitDocument, ValidationResult
+from circuitreg.schema import CircuitDocument, Component, ValidationResult
 
 from ..common import (
     EndpointIndex,
@@ -206,29 +206,15 @@ def add_validations(conn: Connection, circuit_pk: int, results: Sequence[Validat
     )
 
 
-def write_circuit(
-    conn: Connection,
-    doc: CircuitDocument,
-    *,
-    job_id: str | None,
-    dense_scores_uri: str | None,
-) -> str:
-    """Write ``doc`` inside the caller's transaction; return its id."""
-    circuit_id = doc.id
-    existing = conn.execute(select(CircuitRow.pk).where(CircuitRow.id == circuit_id)).scalar()
-    if existing is not None:
-        add_validations(conn, existing, doc.validation)
-        return circuit_id
-    model_id = _model_id(conn, doc)
-    checkpoint_id = _checkpoint_id(conn, model_id, doc)
-    task_id = _task_id(conn, doc.task.name)
+def _run_id(conn: Connection, doc: CircuitDocument, task_id: int, job_id: str | None) -> int:
+    """The run row of ``doc`` (inserted unless a concurrent writer did): how it was found."""
     prov = doc.provenance
     insert_ignore(
         conn,
         _table(Run),
         [
             {
-                "circuit_id": circuit_id,
+                "circuit_id": doc.id,
                 "task_id": task_id,
                 "task_spec": doc.task.spec,
                 "method": doc.method.name,
@@ -245,7 +231,71 @@ def write_circuit(
             }
         ],
     )
-    run_id = conn.execute(select(Run.id).where(Run.circuit_id == circuit_id)).scalar_one()
+    return int(conn.execute(select(Run.id).where(Run.circuit_id == doc.id)).scalar_one())
+
+
+def _insert_members(
+    conn: Connection,
+    doc: CircuitDocument,
+    model_id: int,
+    circuit_pk: int,
+    comps: Sequence[Component],
+) -> None:
+    """The circuit's component and edge rows; plain inserts, as the circuit row is new."""
+    comp_ids = _component_ids(conn, model_id, doc)
+
+    def comp_id(name: str, position: int | None) -> int:
+        return comp_ids[(name, NO_POSITION if position is None else position)]
+
+    component_rows = [
+        {
+            "circuit_pk": circuit_pk,
+            "component_id": comp_id(c.name, c.position),
+            "score": c.score,
+            "in_circuit": c.in_circuit,
+        }
+        for c in comps
+    ]
+    if component_rows:
+        conn.execute(insert(CircuitComponent), component_rows)
+    edge_ids = _edge_ids(conn, model_id, doc)
+    endpoint = EndpointIndex(comps)
+    edge_rows = []
+    for e in doc.circuit_edges():
+        src = endpoint(e.source, e.position)
+        dst = endpoint(e.target, e.position)
+        edge_rows.append(
+            {
+                "circuit_pk": circuit_pk,
+                "edge_id": edge_ids[e.name],
+                "position_key": NO_POSITION if e.position is None else e.position,
+                "position": e.position,
+                "source_id": comp_id(src.name, src.position),
+                "target_id": comp_id(dst.name, dst.position),
+                "score": e.score,
+            }
+        )
+    if edge_rows:
+        conn.execute(insert(CircuitEdge), edge_rows)
+
+
+def write_circuit(
+    conn: Connection,
+    doc: CircuitDocument,
+    *,
+    job_id: str | None,
+    dense_scores_uri: str | None,
+) -> str:
+    """Write ``doc`` inside the caller's transaction; return its id."""
+    circuit_id = doc.id
+    existing = conn.execute(select(CircuitRow.pk).where(CircuitRow.id == circuit_id)).scalar()
+    if existing is not None:
+        add_validations(conn, existing, doc.validation)
+        return circuit_id
+    model_id = _model_id(conn, doc)
+    checkpoint_id = _checkpoint_id(conn, model_id, doc)
+    task_id = _task_id(conn, doc.task.name)
+    run_id = _run_id(conn, doc, task_id, job_id)
     comps = stored_components(doc)
     edges = doc.circuit_edges()
     added = insert_ignore(
@@ -262,8 +312,8 @@ def write_circuit(
                 "positional": any(e.position is not None for e in edges),
                 "faithfulness": latest_faithfulness(doc.validation),
                 "dense_scores_uri": dense_scores_uri,
-                "provenance": prov.model_dump(mode="json"),
-                "created_at": prov.created_at,
+                "provenance": doc.provenance.model_dump(mode="json"),
+                "created_at": doc.provenance.created_at,
             }
         ],
     )
@@ -271,42 +321,7 @@ def write_circuit(
     if not added:  # a concurrent writer stored it first
         add_validations(conn, circuit_pk, doc.validation)
         return circuit_id
-    comp_ids = _component_ids(conn, model_id, doc)
-
-    def comp_id(name: str, position: int | None) -> int:
-        return comp_ids[(name, NO_POSITION if position is None else position)]
-
-    # Rows of a circuit just inserted by this transaction cannot conflict: plain inserts.
-    component_rows = [
-        {
-            "circuit_pk": circuit_pk,
-            "component_id": comp_id(c.name, c.position),
-            "score": c.score,
-            "in_circuit": c.in_circuit,
-        }
-        for c in comps
-    ]
-    if component_rows:
-        conn.execute(insert(CircuitComponent), component_rows)
-    edge_ids = _edge_ids(conn, model_id, doc)
-    endpoint = EndpointIndex(comps)
-    edge_rows = []
-    for e in edges:
-        src = endpoint(e.source, e.position)
-        dst = endpoint(e.target, e.position)
-        edge_rows.append(
-            {
-                "circuit_pk": circuit_pk,
-                "edge_id": edge_ids[e.name],
-                "position_key": NO_POSITION if e.position is None else e.position,
-                "position": e.position,
-                "source_id": comp_id(src.name, src.position),
-                "target_id": comp_id(dst.name, dst.position),
-                "score": e.score,
-            }
-        )
-    if edge_rows:
-        conn.execute(insert(CircuitEdge), edge_rows)
+    _insert_members(conn, doc, model_id, circuit_pk, comps)
     label_rows = [
         {"model_id": model_id, "component": name, "label": label}
         for name, labels in sorted(doc.labels.items())
