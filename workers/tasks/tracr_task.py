@@ -18,9 +18,14 @@ constant zero, so ``logit_diff`` (answer 0, distractor 1) reads the value itself
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from circuitreg.workers.tasks.base import TaskContext, TaskData, TaskError, TaskInfo
+
+if TYPE_CHECKING:
+    from circuitreg.workers.tracr.fixture import TracrFixture, TracrSample
 
 BALANCE_MODES = ("outputs", "none")
 
@@ -63,48 +68,12 @@ def tracr_task(
             f"{length} inputs (RASP gives None everywhere)"
         )
     outputs_at = [p - 1 for p in defined]  # output index of each read position
-    distinct = {s.inputs: s for s in fixture.samples if len(s.inputs) == length}
-    pool = list(distinct.values())
-    if len(pool) < 2:
-        raise TaskError(
-            f"tracr program {fixture.name!r} has fewer than 2 distinct inputs of length {length}"
-        )
-    gen = torch.Generator().manual_seed(seed)
-    if balance == "outputs" and fixture.output_encoding is not None:
-        keys = [tuple(str(s.outputs[j]) for j in outputs_at) for s in pool]
-    else:  # numerical outputs are values, not classes: every input is its own group
-        keys = [tuple(map(str, s.inputs)) for s in pool]
-    clean_idx = _balanced_draw(keys, n, gen)
-    corrupt_idx = _balanced_draw(keys, n, gen)
-    for i in torch.nonzero(corrupt_idx == clean_idx).flatten().tolist():
-        shift = int(torch.randint(1, len(pool), (1,), generator=gen))
-        corrupt_idx[i] = (clean_idx[i] + shift) % len(pool)  # never the clean input itself
+    pool = _input_pool(fixture, length)
+    clean_idx, corrupt_idx = _draw_pairs(fixture, pool, outputs_at, n, seed, balance)
     clean = torch.stack([fixture.encode(pool[i].inputs) for i in clean_idx.tolist()])
     corrupted = torch.stack([fixture.encode(pool[i].inputs) for i in corrupt_idx.tolist()])
     positions = torch.tensor(defined).expand(n, -1).clone()
-    if fixture.output_encoding is None:
-        answers = torch.zeros(n, len(defined), dtype=torch.long)
-        distractors = torch.ones(n, len(defined), dtype=torch.long)
-        metric_note = "numerical output: logit_diff reads the program's value"
-    else:
-        encoding = fixture.output_encoding
-
-        def classes(index: torch.Tensor) -> torch.Tensor:
-            try:
-                return torch.tensor(
-                    [
-                        [encoding[str(pool[i].outputs[j])] for j in outputs_at]
-                        for i in index.tolist()
-                    ]
-                )
-            except KeyError as exc:
-                raise TaskError(
-                    f"tracr program {fixture.name!r}: output {exc.args[0]!r} has no logit"
-                ) from None
-
-        answers, other = classes(clean_idx), classes(corrupt_idx)
-        distractors = torch.where(other != answers, other, (answers + 1) % len(encoding))
-        metric_note = "categorical output: distractor is the corrupted input's output"
+    answers, distractors, metric_note = _answers(fixture, pool, outputs_at, clean_idx, corrupt_idx)
     return TaskData(
         name="tracr",
         spec={
@@ -125,6 +94,68 @@ def tracr_task(
             f"vocabulary ({_BALANCE_NOTES[balance]}); {metric_note}"
         ),
     )
+
+
+def _input_pool(fixture: TracrFixture, length: int) -> list[TracrSample]:
+    """The fixture's distinct inputs of ``length`` tokens (at least two, to corrupt with)."""
+    distinct = {s.inputs: s for s in fixture.samples if len(s.inputs) == length}
+    pool = list(distinct.values())
+    if len(pool) < 2:
+        raise TaskError(
+            f"tracr program {fixture.name!r} has fewer than 2 distinct inputs of length {length}"
+        )
+    return pool
+
+
+def _draw_pairs(
+    fixture: TracrFixture,
+    pool: list[TracrSample],
+    outputs_at: list[int],
+    n: int,
+    seed: int,
+    balance: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices into ``pool`` of ``n`` clean and corrupted inputs, never the same input."""
+    gen = torch.Generator().manual_seed(seed)
+    if balance == "outputs" and fixture.output_encoding is not None:
+        keys = [tuple(str(s.outputs[j]) for j in outputs_at) for s in pool]
+    else:  # numerical outputs are values, not classes: every input is its own group
+        keys = [tuple(map(str, s.inputs)) for s in pool]
+    clean_idx = _balanced_draw(keys, n, gen)
+    corrupt_idx = _balanced_draw(keys, n, gen)
+    for i in torch.nonzero(corrupt_idx == clean_idx).flatten().tolist():
+        shift = int(torch.randint(1, len(pool), (1,), generator=gen))
+        corrupt_idx[i] = (clean_idx[i] + shift) % len(pool)
+    return clean_idx, corrupt_idx
+
+
+def _answers(
+    fixture: TracrFixture,
+    pool: list[TracrSample],
+    outputs_at: list[int],
+    clean_idx: torch.Tensor,
+    corrupt_idx: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """Answer and distractor logits per read position, and how the metric reads them."""
+    n, k = len(clean_idx), len(outputs_at)
+    if fixture.output_encoding is None:
+        note = "numerical output: logit_diff reads the program's value"
+        return torch.zeros(n, k, dtype=torch.long), torch.ones(n, k, dtype=torch.long), note
+    encoding = fixture.output_encoding
+
+    def classes(index: torch.Tensor) -> torch.Tensor:
+        try:
+            return torch.tensor(
+                [[encoding[str(pool[i].outputs[j])] for j in outputs_at] for i in index.tolist()]
+            )
+        except KeyError as exc:
+            raise TaskError(
+                f"tracr program {fixture.name!r}: output {exc.args[0]!r} has no logit"
+            ) from None
+
+    answers, other = classes(clean_idx), classes(corrupt_idx)
+    distractors = torch.where(other != answers, other, (answers + 1) % len(encoding))
+    return answers, distractors, "categorical output: distractor is the corrupted input's output"
 
 
 _BALANCE_NOTES = {
