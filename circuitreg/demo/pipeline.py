@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from tqdm import tqdm
@@ -24,6 +24,12 @@ from circuitreg.settings import Settings
 
 from .query import DemoQuestion, ask_api
 from .report import StoredCheckpoint, phase_window, report
+
+if TYPE_CHECKING:
+    from circuitreg.services.artifacts import ArtifactStore
+    from circuitreg.services.stores.types import GraphStore
+    from circuitreg.workers.models import LoadedModel
+    from circuitreg.workers.toy.train import ToyRun
 
 DEMO_TASK_EXAMPLES = 48
 DEMO_METHOD = "eap_ig"
@@ -79,18 +85,8 @@ def run_demo(
     from circuitreg import STARTED
     from circuitreg.migrations.relational import upgrade
     from circuitreg.services.artifacts import ArtifactStore
-    from circuitreg.services.interchange.stored import store_document
     from circuitreg.services.stores.factory import open_store
-    from circuitreg.workers.graph import ComputationalGraph
-    from circuitreg.workers.methods.base import to_document
-    from circuitreg.workers.methods.registry import default_registry
-    from circuitreg.workers.methods.selection import Selection
     from circuitreg.workers.models import load_model
-    from circuitreg.workers.tasks.induction import induction_task
-    from circuitreg.workers.toy.config import ToyConfig
-    from circuitreg.workers.toy.heads import detect_heads
-    from circuitreg.workers.toy.train import ensure_induction_toy
-    from circuitreg.workers.validation.api import validate
 
     typer.echo(f"data directory: {settings.data_dir}")
     typer.echo(f"circuit store: {settings.graph_backend}")
@@ -99,19 +95,58 @@ def run_demo(
     store.migrate()
     artifacts = ArtifactStore(settings.resolved_artifact_url)
 
+    run = _train_toy(seed, d_model)
+    final = load_model(str(run.final.path))
+    prev_head, ind_head = _role_heads(final, run)
+    k_edge = f"{prev_head}->{ind_head}<k>"
+    stored, task_name = _discover_checkpoints(run, final, store, artifacts, k_edge, n_checkpoints)
+
+    final_id = stored[-1].circuit_id
+    # Role labels attach to the model's components, which exist once a circuit is stored.
+    store.label_component(final.ref.name, prev_head, PREV_LABEL)
+    store.label_component(final.ref.name, ind_head, INDUCTION_LABEL)
+    store.set_alias("toy-induction-final", final_id)
+    window = phase_window([(p.step, p.induction_loss) for p in run.loss_curve])
+    question = DemoQuestion(
+        circuit_id=final_id,
+        model=final.ref.name,
+        task=task_name,
+        method=DEMO_METHOD,
+        after_phase_change=[
+            s.circuit_id for s in stored if window.end is not None and s.step >= window.end
+        ],
+        before_phase_change=[
+            s.circuit_id for s in stored if window.start is not None and s.step < window.start
+        ],
+    )
+    answer = asyncio.run(ask_api(settings, store, question))
+    store.close()
+    elapsed = time.perf_counter() - STARTED  # the whole process, imports included
+    return report(answer, stored, (prev_head, ind_head), k_edge, window, elapsed)
+
+
+def _train_toy(seed: int, d_model: int | None) -> ToyRun:
+    """The toy induction run of ``seed`` (trained once, then cached), with its phase change."""
+    from circuitreg.workers.toy.config import ToyConfig
+    from circuitreg.workers.toy.train import ensure_induction_toy
+
     with _bar("train toy induction model") as bar:
         toy_config = (
             ToyConfig(seed=seed) if d_model is None else ToyConfig(seed=seed, d_model=d_model)
         )
         run = ensure_induction_toy(toy_config, progress=_progress(bar))
         bar.n = bar.total
-    phase = run.phase_change_step()
     typer.echo(
         f"toy model: {len(run.checkpoints)} checkpoints, induction phase change at step "
-        f"{phase} (loss curve: {run.run_dir / 'loss_curve.json'})"
+        f"{run.phase_change_step()} (loss curve: {run.run_dir / 'loss_curve.json'})"
     )
+    return run
 
-    final = load_model(str(run.final.path))
+
+def _role_heads(final: LoadedModel, run: ToyRun) -> tuple[str, str]:
+    """The previous-token and induction heads head_detector finds in the final model."""
+    from circuitreg.workers.toy.heads import detect_heads
+
     heads = detect_heads(final.bridge, seq_len=run.seq_len, bos_token=run.bos_token)
     prev_head, prev_score = heads["previous_token_head"][0]
     ind_head, ind_score = heads["induction_head"][0]
@@ -119,24 +154,45 @@ def run_demo(
         f"head_detector: previous-token head {prev_head} ({prev_score:.2f}), "
         f"induction head {ind_head} ({ind_score:.2f})"
     )
-    model_name = final.ref.name
-    k_edge = f"{prev_head}->{ind_head}<k>"
+    return prev_head, ind_head
+
+
+def _discover_checkpoints(
+    run: ToyRun,
+    final: LoadedModel,
+    store: GraphStore,
+    artifacts: ArtifactStore,
+    k_edge: str,
+    n_checkpoints: int,
+) -> tuple[list[StoredCheckpoint], str]:
+    """Discover, validate and store a circuit at each picked checkpoint; and the task name.
+
+    The last checkpoint gets the full validation; earlier ones faithfulness only, which is
+    what the evolution table shows.
+    """
+    from circuitreg.services.interchange.stored import store_document
+    from circuitreg.workers.graph import ComputationalGraph
+    from circuitreg.workers.methods.base import to_document
+    from circuitreg.workers.methods.registry import default_registry
+    from circuitreg.workers.methods.selection import Selection
+    from circuitreg.workers.models import load_model
+    from circuitreg.workers.tasks.induction import induction_task
+    from circuitreg.workers.validation.api import validate
 
     method = default_registry().get(DEMO_METHOD)
     config = method.config({})
     selection = Selection(mode="top_k", value=DEMO_TOP_K)
-    steps = _pick_checkpoints([c.step for c in run.checkpoints], max(n_checkpoints, 2))
+    task = induction_task(
+        seq_len=run.seq_len,
+        n=DEMO_TASK_EXAMPLES,
+        d_vocab=run.d_vocab,
+        corrupt="first",
+        seed=0,
+        bos_token_id=run.bos_token,
+    )
     stored: list[StoredCheckpoint] = []
-    for step in steps:
+    for step in _pick_checkpoints([c.step for c in run.checkpoints], max(n_checkpoints, 2)):
         loaded = final if step == run.final.step else load_model(str(run.checkpoint_at(step).path))
-        task = induction_task(
-            seq_len=run.seq_len,
-            n=DEMO_TASK_EXAMPLES,
-            d_vocab=run.d_vocab,
-            corrupt="first",
-            seed=0,
-            bos_token_id=run.bos_token,
-        )
         graph = ComputationalGraph.from_model(loaded.bridge)
         with _bar(f"step {step:>4}: {DEMO_METHOD} + validation") as bar:
             progress = _progress(bar)
@@ -159,40 +215,17 @@ def run_demo(
             doc = doc.with_validation(*results)
             circuit_id = store_document(store, artifacts, doc).circuit_id
         faith = next((r.values for r in results if r.name == "faithfulness"), {})
-        has_edge = any(e.name == k_edge for e in doc.circuit_edges())
         stored.append(
             StoredCheckpoint(
                 step,
                 circuit_id,
                 faith.get("faithfulness"),
-                has_edge,
+                any(e.name == k_edge for e in doc.circuit_edges()),
                 gap=faith.get("gap"),
                 undefined=faith.get("undefined"),
             )
         )
-
-    final_id = stored[-1].circuit_id
-    # Role labels attach to the model's components, which exist once a circuit is stored.
-    store.label_component(model_name, prev_head, PREV_LABEL)
-    store.label_component(model_name, ind_head, INDUCTION_LABEL)
-    store.set_alias("toy-induction-final", final_id)
-    window = phase_window([(p.step, p.induction_loss) for p in run.loss_curve])
-    question = DemoQuestion(
-        circuit_id=final_id,
-        model=model_name,
-        task=doc.task.name,
-        method=DEMO_METHOD,
-        after_phase_change=[
-            s.circuit_id for s in stored if window.end is not None and s.step >= window.end
-        ],
-        before_phase_change=[
-            s.circuit_id for s in stored if window.start is not None and s.step < window.start
-        ],
-    )
-    answer = asyncio.run(ask_api(settings, store, question))
-    store.close()
-    elapsed = time.perf_counter() - STARTED  # the whole process, imports included
-    return report(answer, stored, (prev_head, ind_head), k_edge, window, elapsed)
+    return stored, task.name
 
 
 def _faithfulness_only(model: Any, task: Any, graph: Any, doc: Any, config: Any) -> tuple[Any, ...]:

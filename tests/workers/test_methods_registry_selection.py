@@ -49,7 +49,7 @@ def test_configs_round_trip_and_reject_bad_values() -> None:
     assert default_registry().config_from_dict(data) == config
     with pytest.raises(ConfigError, match="unknown parameter"):
         EAPIGConfig.from_dict({"stepz": "3"})
-    with pytest.raises(ConfigError, match="steps=.many.: Input should be a valid integer"):
+    with pytest.raises(ConfigError, match="steps='many': Input should be a valid integer"):
         EAPIGConfig.from_dict({"steps": "many"})
     with pytest.raises(ConfigError, match="variant"):
         EAPIGConfig.from_dict({"variant": "outputs"})
