@@ -8,6 +8,10 @@ Specs, tried in this order:
 * ``toy:induction`` or ``toy:induction:seed=1,step=150`` — the toy induction model, trained
   once and cached (``ensure_induction_toy``); ``step`` picks a checkpoint (default: the last),
   other keys are ``ToyConfig`` fields.
+* ``tl:DIR`` — a classic TransformerLens checkpoint: ``DIR/config.json`` (the
+  ``HookedTransformerConfig`` fields) and one weights file in ``HookedTransformer`` naming
+  (``*.pt``/``*.pth`` or ``*.safetensors``; ``tl:DIR/FILE`` picks one of several), loaded
+  into TL4's native model (``circuitreg.workers.tl_checkpoint``);
 * a path to a toy checkpoint (``step-*.safetensors`` with ``config.json`` beside it), or to a
   toy run directory (its last checkpoint);
 * a path to a Hugging Face model directory (``config.json`` with a ``model_type``);
@@ -54,8 +58,9 @@ class ModelLoadError(ValueError):
 
 
 SPEC_KINDS = (
-    "toy:induction[:key=value,...], tracr:PROGRAM, a toy run or checkpoint path, "
-    "a Hugging Face model directory, or a Hugging Face hub name[@revision]"
+    "toy:induction[:key=value,...], tracr:PROGRAM, tl:DIR (a TransformerLens checkpoint), "
+    "a toy run or checkpoint path, a Hugging Face model directory, or a Hugging Face hub "
+    "name[@revision]"
 )
 
 
@@ -63,7 +68,7 @@ SPEC_KINDS = (
 class LoadedModel:
     """A model ready for discovery: the bridge, what it is, and where it runs.
 
-    ``source`` is ``toy``, ``hf``, ``hub`` or ``tracr``; ``info`` holds what tasks need from
+    ``source`` is ``toy``, ``tl``, ``hf``, ``hub`` or ``tracr``; ``info`` holds what tasks need from
     the source (for the toy: ``d_vocab``, ``seq_len``, ``bos_token``; for tracr: the fixture's
     vocabulary and encoding).
     """
@@ -164,6 +169,42 @@ def _load_toy_spec(options: str, device: str, spec: str) -> LoadedModel:
     return _load_toy_checkpoint(ckpt.path, device, spec)
 
 
+def _load_tl_spec(target: str, device: str, spec: str) -> LoadedModel:
+    """``tl:DIR`` or ``tl:DIR/FILE``: a HookedTransformer config and state dict on disk."""
+    from circuitreg.workers.tl_checkpoint import TLCheckpointError, load_tl_bridge
+
+    if not target:
+        raise ModelLoadError(f"model {spec!r}: tl: needs a directory, e.g. tl:./my_tl_model")
+    path = Path(target).expanduser()
+    directory = path if path.is_dir() else path.parent
+    try:
+        bridge, checkpoint = load_tl_bridge(path, device, model_name=directory.name)
+    except TLCheckpointError as exc:
+        raise ModelLoadError(f"model {spec!r}: {exc}") from None
+    tl_config = checkpoint.tl_config
+    name = tl_config.get("model_name")
+    step = tl_config.get("checkpoint_value")
+    if tl_config.get("checkpoint_label_type") != "step" or not isinstance(step, int) or step < 0:
+        step = None
+    ref = _ref_from_bridge(
+        bridge,
+        name=name if isinstance(name, str) and name and name != "custom" else directory.name,
+        architecture="TransformerLensNative",
+        checkpoint=checkpoint.weights_path.name,
+        step=step,
+        revision=sha256_of_files([checkpoint.weights_path]),
+    )
+    extra = {
+        "path": str(directory),
+        "weights": str(checkpoint.weights_path),
+        "d_vocab": int(checkpoint.bridge_config["d_vocab"]),
+        "n_ctx": int(checkpoint.bridge_config["n_ctx"]),
+        "tl_config": tl_config,
+        "bridge_config": checkpoint.bridge_config,
+    }
+    return LoadedModel(bridge, ref, device, spec, "tl", extra)
+
+
 def _hf_weight_files(directory: Path) -> list[Path]:
     files: list[Path] = []
     for pattern in _HF_WEIGHT_PATTERNS:
@@ -175,6 +216,11 @@ def _load_hf_directory(directory: Path, device: str, spec: str) -> LoadedModel:
     from transformer_lens.model_bridge import TransformerBridge
 
     config = json.loads((directory / "config.json").read_text())
+    if isinstance(config, dict) and "model_type" not in config and "d_model" in config:
+        raise ModelLoadError(
+            f"model {spec!r}: config.json has no model_type but a d_model, like a "
+            f"TransformerLens config; load it as tl:{directory}"
+        )
     weights = _hf_weight_files(directory)
     if not weights:
         raise ModelLoadError(f"model {spec!r}: no *.safetensors or pytorch_model*.bin weights")
@@ -293,6 +339,8 @@ def load_model(spec: str, device: str | None = None) -> LoadedModel:
         return load_tracr_model(spec, resolved)
     if spec.startswith("toy:"):
         return _load_toy_spec(spec.removeprefix("toy:"), resolved, spec)
+    if spec.startswith("tl:"):
+        return _load_tl_spec(spec.removeprefix("tl:"), resolved, spec)
     path = Path(spec).expanduser()
     if path.exists():
         return _load_path(path, resolved, spec)

@@ -31,12 +31,17 @@ class ToyCheckpointError(ValueError):
 
 @dataclass(frozen=True)
 class ToyCheckpointInfo:
-    """What a checkpoint file says about itself: its run's config and hash, and its step."""
+    """What a checkpoint file says about itself: its run's config and hash, and its step.
+
+    ``bridge_config`` is the bridge config stored in the run's ``config.json`` when it was
+    trained; None for a run written before ``config.json`` carried one.
+    """
 
     path: Path
     config: ToyConfig
     config_hash: str
     step: int
+    bridge_config: dict[str, Any] | None = None
 
 
 def checkpoint_name(step: int) -> str:
@@ -90,7 +95,25 @@ def read_checkpoint_info(path: Path) -> ToyCheckpointInfo:
             f"{path} was trained with config {metadata.get('config_hash')!r}, "
             f"but {config_path} describes {payload['config_hash']!r}"
         )
-    return ToyCheckpointInfo(path, config, payload["config_hash"], int(metadata["step"]))
+    bridge_config = payload.get("bridge_config")
+    if bridge_config is not None and not isinstance(bridge_config, dict):
+        raise ToyCheckpointError(f"{config_path}: bridge_config is not an object")
+    return ToyCheckpointInfo(
+        path, config, payload["config_hash"], int(metadata["step"]), bridge_config
+    )
+
+
+def checkpoint_bridge_config(info: ToyCheckpointInfo) -> dict[str, Any]:
+    """The bridge config the checkpoint's weights were trained under.
+
+    The one stored in ``config.json`` at training time is the truth for those weights: a
+    later change to ``ToyConfig.bridge_config`` must not silently rebuild old checkpoints
+    as a different architecture. Only a ``config.json`` that predates the stored field
+    falls back to re-deriving it from the toy config.
+    """
+    if info.bridge_config is not None:
+        return dict(info.bridge_config)
+    return info.config.bridge_config()
 
 
 def new_native_model(config: ToyConfig) -> NativeModel:
@@ -116,7 +139,7 @@ def load_toy_bridge(path: Path, device: str = "cpu") -> tuple[TransformerBridge,
     from transformer_lens.model_bridge.sources.native import NativeModel
 
     info = read_checkpoint_info(path)
-    cfg = TransformerBridgeConfig.from_dict(info.config.bridge_config())
+    cfg = TransformerBridgeConfig.from_dict(checkpoint_bridge_config(info))
     with torch.random.fork_rng(devices=[]):  # the throwaway init must not move the caller's RNG
         model = NativeModel(cfg)
     try:
