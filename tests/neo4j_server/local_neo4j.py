@@ -70,14 +70,24 @@ def free_port() -> int:
 
 
 def start_local_neo4j(
-    home: Path, *, heap: str = "1g", pagecache_mib: int = 256, timeout_s: float = 120
+    home: Path,
+    *,
+    heap: str = "1g",
+    pagecache_mib: int = 256,
+    timeout_s: float = 120,
+    port: int | None = None,
 ) -> LocalNeo4j:
-    """Start a server with its data under ``home`` and wait until Bolt answers."""
-    command = [*launcher_command(), str(home), str(free_port()), str(pagecache_mib)]
+    """Start a server with its data under ``home`` and wait until Bolt answers.
+
+    ``home`` may hold the data of an earlier server (one that was killed recovers it), and
+    ``port`` may be that server's port, so a client's URI stays valid across the restart.
+    """
+    port = free_port() if port is None else port
+    command = [*launcher_command(), str(home), str(port), str(pagecache_mib)]
     # Serial GC: the test machine has 2 cores shared with PyTorch.
     command[1:1] = [f"-Xmx{heap}", "-XX:+UseSerialGC"]
     home.mkdir(parents=True, exist_ok=True)
-    log = (home / "launcher.log").open("w")
+    log = (home / "launcher.log").open("a")  # a restart on the same home keeps the first log
     process = subprocess.Popen(
         command, stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, text=True
     )

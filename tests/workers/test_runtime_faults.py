@@ -2,7 +2,9 @@
 
 Workers are separate processes started from the worker forkserver (``pool``), exactly as
 ``circuitreg worker --processes N`` starts them; one test runs the ``circuitreg worker``
-command itself. Each test: a real (tiny) discovery job on a real toy checkpoint, a 2 s lease.
+command itself. Each test: a real (tiny) discovery job on a real toy checkpoint, a 2 s lease,
+once with the embedded circuit store and once with the real Neo4j (a Neo4j server killed
+mid-write is test_runtime_faults_neo4j.py).
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ def test_runtime_sigkilled_worker_job_finishes_elsewhere_once(cluster: Cluster) 
 
 
 @pytest.mark.postgres
+@pytest.mark.parametrize("cluster", ["embedded", "neo4j"], indirect=True)
 def test_runtime_worker_survives_dropped_database_connections(
     cluster: Cluster, postgres_url: str
 ) -> None:
@@ -100,8 +103,12 @@ def test_runtime_worker_survives_dropped_database_connections(
 
 @pytest.mark.postgres
 @pytest.mark.slow  # a fresh interpreter imports torch and TransformerLens: 10-30 s
-def test_runtime_cli_worker_stops_cleanly_on_sigterm(postgres_url: str, tmp_path: Path) -> None:
-    cluster = Cluster(postgres_url, tmp_path)
+@pytest.mark.parametrize("graph", ["embedded", "neo4j"])
+def test_runtime_cli_worker_stops_cleanly_on_sigterm(
+    graph: str, postgres_url: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    neo4j = request.getfixturevalue("empty_neo4j") if graph == "neo4j" else None
+    cluster = Cluster(postgres_url, tmp_path, neo4j_uri=neo4j)
     command = shutil.which("circuitreg", path=str(Path(sys.executable).parent))
     assert command is not None, "the circuitreg script is not installed next to python"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CIRCUITREG_")}
@@ -126,6 +133,8 @@ def test_runtime_cli_worker_stops_cleanly_on_sigterm(postgres_url: str, tmp_path
         assert (final.status, last) in {("queued", "released"), ("succeeded", "succeeded")}
         if final.status == "queued":
             assert final.attempts == 0 and final.lease_owner is None
+        # The circuit is stored after the last progress report: only a finished job wrote it.
+        assert cluster.circuits() == (1 if final.status == "succeeded" else 0)
     finally:
         if proc.poll() is None:
             proc.kill()
