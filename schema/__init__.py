@@ -1,5 +1,8 @@
 """The typed circuit graph shared by everything; imports nothing else of ours."""
 
+if __name__ != "circuitreg.schema":  # one name per module: the folder is linked into circuitreg
+    raise ImportError(f"{__name__}: import it as circuitreg.schema")
+
 from .circuit import (
     FORMAT_VERSION,
     CircuitDocument,
