@@ -370,51 +370,14 @@ class JobQueue:
         with self._transaction() as conn:
             while True:
                 now = utcnow()
-                candidate = (
-                    conn.execute(
-                        select(JOBS)
-                        .where(
-                            or_(
-                                and_(JOBS.c.status == "queued", JOBS.c.run_after <= now),
-                                and_(JOBS.c.status == "running", JOBS.c.lease_expires_at < now),
-                            )
-                        )
-                        .order_by(JOBS.c.priority.desc(), JOBS.c.seq)
-                        .limit(1)
-                        .with_for_update(skip_locked=True)
-                    )
-                    .mappings()
-                    .first()
-                )
+                candidate = self._next_claimable(conn, now)
                 if candidate is None:
                     return None
-                job_id = candidate["id"]
-                if candidate["status"] == "running":
-                    lost = f"lease of worker {candidate['lease_owner']} expired"
-                    if candidate["attempts"] >= candidate["max_attempts"]:
-                        error = f"{lost} on attempt {candidate['attempts']} (the last)"
-                        self._update(
-                            conn,
-                            job_id,
-                            status="failed",
-                            error=error,
-                            finished_at=now,
-                            updated_at=now,
-                            lease_expires_at=None,
-                        )
-                        self._log(conn, job_id, "failed", message=error, at=now)
-                        continue
-                    self._log(
-                        conn,
-                        job_id,
-                        "lease_expired",
-                        worker_id=candidate["lease_owner"],
-                        message=lost,
-                        at=now,
-                    )
+                if candidate["status"] == "running" and not self._reclaimable(conn, candidate, now):
+                    continue  # its lease expired on its last attempt: failed, try the next
                 row = self._update(
                     conn,
-                    job_id,
+                    candidate["id"],
                     status="running",
                     attempts=candidate["attempts"] + 1,
                     lease_owner=worker_id,
@@ -424,13 +387,62 @@ class JobQueue:
                 )
                 self._log(
                     conn,
-                    job_id,
+                    candidate["id"],
                     "claimed",
                     worker_id=worker_id,
                     data={"attempt": row["attempts"]},
                     at=now,
                 )
                 return _record(row)
+
+    @staticmethod
+    def _next_claimable(conn: Connection, now: datetime) -> RowMapping | None:
+        """The best queued job that is due, or running one whose lease expired; locked, and
+        skipped by other claimers (``SKIP LOCKED``) so concurrent workers never wait."""
+        return (
+            conn.execute(
+                select(JOBS)
+                .where(
+                    or_(
+                        and_(JOBS.c.status == "queued", JOBS.c.run_after <= now),
+                        and_(JOBS.c.status == "running", JOBS.c.lease_expires_at < now),
+                    )
+                )
+                .order_by(JOBS.c.priority.desc(), JOBS.c.seq)
+                .limit(1)
+                .with_for_update(skip_locked=True)
+            )
+            .mappings()
+            .first()
+        )
+
+    def _reclaimable(self, conn: Connection, candidate: RowMapping, now: datetime) -> bool:
+        """Record a lost lease: the job fails if that was its last attempt (False), else the
+        expiry is logged and the job may be claimed again (True)."""
+        job_id = candidate["id"]
+        lost = f"lease of worker {candidate['lease_owner']} expired"
+        if candidate["attempts"] >= candidate["max_attempts"]:
+            error = f"{lost} on attempt {candidate['attempts']} (the last)"
+            self._update(
+                conn,
+                job_id,
+                status="failed",
+                error=error,
+                finished_at=now,
+                updated_at=now,
+                lease_expires_at=None,
+            )
+            self._log(conn, job_id, "failed", message=error, at=now)
+            return False
+        self._log(
+            conn,
+            job_id,
+            "lease_expired",
+            worker_id=candidate["lease_owner"],
+            message=lost,
+            at=now,
+        )
+        return True
 
     def heartbeat(
         self,
@@ -535,31 +547,8 @@ class JobQueue:
                 if row["status"] != "running" or row["lease_owner"] != worker_id:
                     return None
                 now = utcnow()
-                attempt = row["attempts"]
-                if retry and attempt < row["max_attempts"]:
-                    delay = min(
-                        self.retry_base_seconds * 2 ** max(0, attempt - 1),
-                        self.retry_max_seconds,
-                    )
-                    updated = self._update(
-                        conn,
-                        job_id,
-                        status="queued",
-                        error=error,
-                        run_after=now + timedelta(seconds=delay),
-                        updated_at=now,
-                        lease_expires_at=None,
-                        message=f"attempt {attempt} failed; retrying in {delay:g} s",
-                    )
-                    self._log(
-                        conn,
-                        job_id,
-                        "retry",
-                        worker_id=worker_id,
-                        message=error,
-                        data={"attempt": attempt, "delay_seconds": delay},
-                        at=now,
-                    )
+                if retry and row["attempts"] < row["max_attempts"]:
+                    updated = self._requeue(conn, row, worker_id, error, now)
                 else:
                     updated = self._update(
                         conn,
@@ -576,12 +565,39 @@ class JobQueue:
                         "failed",
                         worker_id=worker_id,
                         message=error,
-                        data={"attempt": attempt},
+                        data={"attempt": row["attempts"]},
                         at=now,
                     )
                 return _record(updated)
 
         return self._retrying(record_failure)
+
+    def _requeue(
+        self, conn: Connection, row: RowMapping, worker_id: str, error: str, now: datetime
+    ) -> RowMapping:
+        """Queue a failed attempt again after an exponential backoff (capped)."""
+        attempt = row["attempts"]
+        delay = min(self.retry_base_seconds * 2 ** max(0, attempt - 1), self.retry_max_seconds)
+        updated = self._update(
+            conn,
+            row["id"],
+            status="queued",
+            error=error,
+            run_after=now + timedelta(seconds=delay),
+            updated_at=now,
+            lease_expires_at=None,
+            message=f"attempt {attempt} failed; retrying in {delay:g} s",
+        )
+        self._log(
+            conn,
+            row["id"],
+            "retry",
+            worker_id=worker_id,
+            message=error,
+            data={"attempt": attempt, "delay_seconds": delay},
+            at=now,
+        )
+        return updated
 
     def release(self, job_id: str, worker_id: str) -> bool:
         """Give a running job back to the queue (on SIGTERM); the attempt is not counted."""
