@@ -10,12 +10,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from circuitreg.cli.output import MODEL_HELP, MetricName, StepLog, fail
+from circuitreg.cli.output import MODEL_HELP, MetricName, StepLog, fail, write_document
 from circuitreg.schema.circuit import AblationKind
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+
+    from circuitreg.workers.graph import ComputationalGraph
+    from circuitreg.workers.methods.base import MethodConfig, ScoreResult
+    from circuitreg.workers.methods.registry import MethodInfo
+    from circuitreg.workers.tasks.base import TaskData
 
 
 def parse_params(pairs: list[str]) -> dict[str, str]:
@@ -67,7 +75,6 @@ def run_discovery(
     steps.say("importing torch and TransformerLens")
     import torch
     import transformer_lens.model_bridge  # noqa: F401  (seconds of import, announced)
-    from tqdm import tqdm
 
     from circuitreg.workers.graph import ComputationalGraph
     from circuitreg.workers.methods.base import to_document
@@ -88,15 +95,7 @@ def run_discovery(
     steps.say(f"task {task.name}: {task.n_examples} prompt pairs{', ' if summary else ''}{summary}")
     graph = ComputationalGraph.from_model(loaded.bridge)
     steps.say(f"scoring {graph.n_edges} edges with {method} on {loaded.device}")
-    with tqdm(total=1000, desc=method, disable=not show_progress, unit="‰") as bar:
-
-        def progress(fraction: float, message: str) -> None:
-            # update() redraws at most every mininterval (0.1 s); an explicit refresh per
-            # call wrote hundreds of lines a second into a log when stderr is not a terminal.
-            bar.set_postfix_str(message[:40], refresh=False)
-            bar.update(int(min(max(fraction, 0.0), 1.0) * 1000) - bar.n)
-
-        result = info.fn(loaded.bridge, task, graph, config, progress)
+    result = _score(info, loaded.bridge, task, graph, config, show_progress)
     for warning in result.extra.get("warnings", []):
         typer.echo(f"warning: {warning}", err=True)
     document = to_document(
@@ -108,11 +107,30 @@ def run_discovery(
         seed=seed,
         device=str(loaded.device),
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(document.to_json(), encoding="utf-8")
-    tmp.replace(out)  # never leave a half-written document
+    write_document(document, out)
     return document
+
+
+def _score(
+    info: MethodInfo,
+    bridge: TransformerBridge,
+    task: TaskData,
+    graph: ComputationalGraph,
+    config: MethodConfig,
+    show_progress: bool,
+) -> ScoreResult:
+    """Run the method with a progress bar on stderr (per mille, the method's message)."""
+    from tqdm import tqdm
+
+    with tqdm(total=1000, desc=info.name, disable=not show_progress, unit="‰") as bar:
+
+        def progress(fraction: float, message: str) -> None:
+            # update() redraws at most every mininterval (0.1 s); an explicit refresh per
+            # call wrote hundreds of lines a second into a log when stderr is not a terminal.
+            bar.set_postfix_str(message[:40], refresh=False)
+            bar.update(int(min(max(fraction, 0.0), 1.0) * 1000) - bar.n)
+
+        return info.fn(bridge, task, graph, config, progress)
 
 
 def register(app: typer.Typer) -> None:

@@ -9,15 +9,19 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from typing import Any, Literal, NoReturn
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 import typer
 
 from circuitreg.workers.models import SPEC_KINDS
 
+if TYPE_CHECKING:
+    from circuitreg.schema import CircuitDocument
+
 MODEL_HELP = f"Model spec: {SPEC_KINDS}."
 
-MetricName = Literal["logit_diff", "prob", "kl"]
+MetricName = Literal["logit_diff", "prob", "kl", "cosine"]
 
 
 def choice(names: Sequence[str], what: str) -> dict[str, Any]:
@@ -36,6 +40,14 @@ def choice(names: Sequence[str], what: str) -> dict[str, Any]:
 
 
 _verbose = False
+
+
+def write_document(doc: CircuitDocument, path: Path) -> None:
+    """Write atomically: a crash leaves the old file (or none), never half a document."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(doc.to_json(), encoding="utf-8")
+    tmp.replace(path)
 
 
 def set_verbose(verbose: bool) -> None:

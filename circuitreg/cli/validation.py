@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 
-from circuitreg.cli.output import MODEL_HELP, MetricName, StepLog, fail
+from circuitreg.cli.output import MODEL_HELP, MetricName, StepLog, fail, write_document
 from circuitreg.schema.circuit import AblationKind
 
 if TYPE_CHECKING:
@@ -42,13 +42,6 @@ def read_document(path: Path) -> CircuitDocument:
         raise CircuitFileError(
             f"{path} is not a circuit document: {where}: {first['msg']}"
         ) from None
-
-
-def write_document(doc: CircuitDocument, path: Path) -> None:
-    """Write atomically: a crash leaves the old file, never half a document."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(doc.to_json(), encoding="utf-8")
-    tmp.replace(path)
 
 
 def run_validation(
