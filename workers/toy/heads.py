@@ -10,7 +10,7 @@ them token tensors, one batched forward for all prompts.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -41,12 +41,38 @@ def detect_heads(
     prompts on which previous-token and induction heads are unambiguous. Scores are averaged
     over the prompts.
     """
-    from transformer_lens import head_detector
-
     unknown = [k for k in kinds if k not in HEAD_KINDS]
     if unknown:
         raise ValueError(f"unknown head kind(s) {unknown}; known: {list(HEAD_KINDS)}")
     cfg = model.cfg
+    tokens = _detection_prompts(cfg, tokens, n_examples, seq_len, bos_token, seed)
+    names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(cfg.n_layers)]
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens.to(device), names_filter=lambda n: n in names)
+    patterns = [cache[name].float().cpu() for name in names]  # each [N, heads, q, k]
+
+    results: HeadScores = {}
+    for kind in kinds:
+        scores = _kind_scores(kind, tokens, patterns, cfg.n_layers, cfg.n_heads)
+        ranked = [
+            (head_name(layer, head), round(float(scores[layer, head]), 6))
+            for layer in range(cfg.n_layers)
+            for head in range(cfg.n_heads)
+        ]
+        results[kind] = sorted(ranked, key=lambda item: -item[1])
+    return results
+
+
+def _detection_prompts(
+    cfg: Any,
+    tokens: torch.Tensor | None,
+    n_examples: int,
+    seq_len: int | None,
+    bos_token: int,
+    seed: int,
+) -> torch.Tensor:
+    """The given prompts, checked, or repeated random blocks as long as the context allows."""
     if tokens is None:
         length = seq_len if seq_len is not None else (cfg.n_ctx - 1) // 2
         if length < 2:
@@ -59,33 +85,27 @@ def detect_heads(
         raise ValueError("tokens must be a long tensor of shape [N, T]")
     if tokens.shape[1] > cfg.n_ctx:
         raise ValueError(f"prompts of {tokens.shape[1]} tokens exceed n_ctx={cfg.n_ctx}")
+    return tokens
 
-    names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(cfg.n_layers)]
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        _, cache = model.run_with_cache(tokens.to(device), names_filter=lambda n: n in names)
-    patterns = [cache[name].float().cpu() for name in names]  # each [N, heads, q, k]
 
-    results: HeadScores = {}
-    for kind in kinds:
-        make_pattern = getattr(head_detector, f"get_{kind}_detection_pattern")
-        totals = torch.zeros(cfg.n_layers, cfg.n_heads)
-        for i in range(tokens.shape[0]):
-            detection = make_pattern(tokens[i : i + 1].cpu())
-            for layer in range(cfg.n_layers):
-                for head in range(cfg.n_heads):
-                    totals[layer, head] += head_detector.compute_head_attention_similarity_score(
-                        patterns[layer][i, head],
-                        detection_pattern=detection,
-                        exclude_bos=False,
-                        exclude_current_token=False,
-                        error_measure="mul",
-                    )
-        scores = totals / tokens.shape[0]
-        ranked = [
-            (head_name(layer, head), round(float(scores[layer, head]), 6))
-            for layer in range(cfg.n_layers)
-            for head in range(cfg.n_heads)
-        ]
-        results[kind] = sorted(ranked, key=lambda item: -item[1])
-    return results
+def _kind_scores(
+    kind: str, tokens: torch.Tensor, patterns: list[torch.Tensor], n_layers: int, n_heads: int
+) -> torch.Tensor:
+    """``[layers, heads]`` mean similarity of each head's pattern to TransformerLens'
+    detection pattern of ``kind``, over the prompts."""
+    from transformer_lens import head_detector
+
+    make_pattern = getattr(head_detector, f"get_{kind}_detection_pattern")
+    totals = torch.zeros(n_layers, n_heads)
+    for i in range(tokens.shape[0]):
+        detection = make_pattern(tokens[i : i + 1].cpu())
+        for layer in range(n_layers):
+            for head in range(n_heads):
+                totals[layer, head] += head_detector.compute_head_attention_similarity_score(
+                    patterns[layer][i, head],
+                    detection_pattern=detection,
+                    exclude_bos=False,
+                    exclude_current_token=False,
+                    error_measure="mul",
+                )
+    return totals / tokens.shape[0]
