@@ -133,27 +133,9 @@ def compile_program(
         else None
     )
     output_matrix = _output_matrix(assembled, program.label, output_encoding)
-    d_model = int(output_matrix.shape[0])
-    bridge_config = {
-        "n_layers": int(model_cfg.num_layers),
-        "d_model": d_model,
-        "n_heads": int(model_cfg.num_heads),
-        "d_head": int(model_cfg.key_size),
-        "d_mlp": int(model_cfg.mlp_hidden_size),
-        "d_vocab": len(assembled.input_encoder.encoding_map),
-        "d_vocab_out": int(output_matrix.shape[1]),
-        "n_ctx": spec.max_seq_len + 1,
-        "attn_only": False,
-        "act_fn": "relu",
-        "normalization_type": None,
-        "positional_embedding_type": "standard",
-        "attention_dir": "causal" if spec.causal else "bidirectional",
-        "default_prepend_bos": False,
-        "seed": 0,
-    }
     config = {
         "name": spec.name,
-        "bridge_config": bridge_config,
+        "bridge_config": _bridge_config(spec, assembled, output_matrix),
         "input_encoding": {str(k): int(v) for k, v in assembled.input_encoder.encoding_map.items()},
         "output_encoding": output_encoding,
         "bos": BOS,
@@ -175,6 +157,29 @@ def compile_program(
     if mismatches:
         raise TracrCompileError(f"compiled {spec.name!r} disagrees with RASP: {mismatches[:3]}")
     return fixture
+
+
+def _bridge_config(spec: ProgramSpec, assembled: Any, output_matrix: Any) -> dict[str, Any]:
+    """The ``TransformerBridge.boot_native`` config of the compiled model: no norm, ReLU MLPs,
+    positions as tracr encodes them, and the output space narrowed to the program's output."""
+    model_cfg = assembled.model_config
+    return {
+        "n_layers": int(model_cfg.num_layers),
+        "d_model": int(output_matrix.shape[0]),
+        "n_heads": int(model_cfg.num_heads),
+        "d_head": int(model_cfg.key_size),
+        "d_mlp": int(model_cfg.mlp_hidden_size),
+        "d_vocab": len(assembled.input_encoder.encoding_map),
+        "d_vocab_out": int(output_matrix.shape[1]),
+        "n_ctx": spec.max_seq_len + 1,
+        "attn_only": False,
+        "act_fn": "relu",
+        "normalization_type": None,
+        "positional_embedding_type": "standard",
+        "attention_dir": "causal" if spec.causal else "bidirectional",
+        "default_prepend_bos": False,
+        "seed": 0,
+    }
 
 
 def check_fixture(fixture: TracrFixture, tolerance: float = 1e-3) -> list[str]:
