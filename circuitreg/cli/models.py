@@ -1,4 +1,4 @@
-"""Model commands: ``train-toy``, ``heads`` and ``groundtruth``.
+"""Model commands: ``train-toy``, ``heads``, ``groundtruth`` and ``make-random-model``.
 
 Heavy imports (torch, TransformerLens) happen inside the command bodies so that the API
 container, which has neither, can still build the CLI.
@@ -11,11 +11,33 @@ from pathlib import Path
 
 import typer
 
-from circuitreg.cli.output import MODEL_HELP
+from circuitreg.cli.output import MODEL_HELP, choice, fail
+from circuitreg.workers.random_models import SHAPES
+
+
+def make_random_model(
+    shape: str = typer.Argument(..., help="Model shape.", **choice(list(SHAPES), "shape")),
+    directory: Path = typer.Argument(..., help="New (or empty) directory to write."),
+    seed: int = typer.Option(0, help="Seed of the random initialisation."),
+    n_layers: int | None = typer.Option(None, help="Fewer layers than the shape (quick runs)."),
+) -> None:
+    """Write a randomly initialised Hugging Face checkpoint of a real model's shape.
+
+    It costs what the real model costs (speed, memory), so benchmarks run on real shapes
+    without a hub; load it as ``--model DIR``.
+    """
+    from circuitreg.workers.random_models import RandomModelError, write_random_model
+
+    try:
+        written = write_random_model(shape, directory, seed=seed, n_layers=n_layers)
+    except RandomModelError as exc:
+        fail(exc)
+    typer.echo(f"wrote a random {shape} ({SHAPES[shape].note}) to {written}")
 
 
 def register(app: typer.Typer) -> None:
     """Add the model commands to the app."""
+    app.command("make-random-model")(make_random_model)
 
     @app.command("train-toy")
     def train_toy(
