@@ -69,6 +69,9 @@ class Settings(BaseSettings):
         default=64 * 1_048_576, ge=1024, description="Largest body of POST /circuits."
     )
     device: str = Field(default="auto", description="Torch device for workers: auto, cpu, cuda:N.")
+    ray_address: str | None = Field(
+        default=None, description="Ray cluster for sharded jobs; unset: a local Ray."
+    )
     worker_lease_seconds: float = Field(default=30.0, gt=0, description="Job lease length.")
     worker_poll_seconds: float = Field(default=1.0, gt=0, description="Idle poll interval.")
     job_max_attempts: int = Field(default=3, ge=1, description="Attempts before a job fails.")

@@ -48,7 +48,9 @@ def compose() -> dict[str, Any]:
 
 
 def test_compose_has_the_full_stack(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == {"neo4j", "postgres", "migrate", "api", "worker"}
+    assert set(compose["services"]) == {
+        "neo4j", "postgres", "migrate", "api", "worker", "ray-head", "ray-worker",
+    }  # fmt: skip
 
 
 def test_images_are_pinned(compose: dict[str, Any]) -> None:
@@ -73,7 +75,7 @@ def test_long_running_services_have_health_checks_and_wait_on_health(
     compose: dict[str, Any],
 ) -> None:
     services = compose["services"]
-    for name in ("neo4j", "postgres", "api", "worker"):
+    for name in ("neo4j", "postgres", "api", "worker", "ray-head"):
         assert "healthcheck" in services[name], name
     for name in ("api", "worker", "migrate"):
         for dep, cond in services[name]["depends_on"].items():
@@ -82,8 +84,17 @@ def test_long_running_services_have_health_checks_and_wait_on_health(
 
 
 def test_worker_reserves_a_gpu(compose: dict[str, Any]) -> None:
-    devices = compose["services"]["worker"]["deploy"]["resources"]["reservations"]["devices"]
-    assert devices[0]["capabilities"] == ["gpu"]
+    for name in ("worker", "ray-worker"):
+        devices = compose["services"][name]["deploy"]["resources"]["reservations"]["devices"]
+        assert devices[0]["capabilities"] == ["gpu"], name
+
+
+def test_workers_reach_the_ray_head(compose: dict[str, Any]) -> None:
+    address = compose["services"]["worker"]["environment"]["CIRCUITREG_RAY_ADDRESS"]
+    head = compose["services"]["ray-head"]["command"]
+    assert address == "ray://ray-head:10001" and "--ray-client-server-port=10001" in head
+    joined = compose["services"]["ray-worker"]["command"]
+    assert "--address=ray-head:6379" in joined and "--port=6379" in head
 
 
 def test_environment_names_real_settings(compose: dict[str, Any]) -> None:

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 ProgressFn = Callable[[float, str], None]
 
 #: Keys of ``JobSpec.params`` that the worker reads itself; the rest configure the method.
-WORKER_PARAMS = ("selection", "seed")
+WORKER_PARAMS = ("selection", "seed", "shards")
 
 
 class JobSpecError(ValueError):
@@ -138,7 +138,11 @@ class JobExecutor:
         if seed is not None:
             torch.manual_seed(seed)
         loaded, task, graph = self._load(spec, progress)
-        result = entry.fn(loaded.bridge, task, graph, config, scaled(progress, 0.1, 0.9))
+        shards = _shards(spec.params.get("shards"))
+        if shards is None:
+            result = entry.fn(loaded.bridge, task, graph, config, scaled(progress, 0.1, 0.9))
+        else:
+            result = self._sharded(spec.model, spec.task, entry.name, config, graph, task, shards)
         progress(0.92, "selecting the circuit")
         doc = to_document(
             result,
@@ -162,6 +166,28 @@ class JobExecutor:
             "n_components": len(doc.circuit_components()),
             "warnings": list(result.extra.get("warnings", [])),  # e.g. an unfaithful circuit
         }
+
+    def _sharded(
+        self,
+        model: str,
+        task_spec: str,
+        method: str,
+        config: Any,
+        graph: ComputationalGraph,
+        task: TaskData,
+        shards: int,
+    ) -> Any:
+        """Score on Ray in ``shards`` prompt shards (``sharding``); bad requests are spec errors."""
+        from circuitreg.settings import get_settings
+        from circuitreg.workers.runtime.sharding import ShardingError, sharded_result
+
+        try:
+            return sharded_result(
+                model, task_spec, method, config, graph, task.n_examples, shards, self.device,
+                address=get_settings().ray_address,
+            )  # fmt: skip
+        except ShardingError as exc:
+            raise JobSpecError(f"params.shards: {exc}") from None
 
     # ------------------------------------------------------------------ validation
 
@@ -215,6 +241,14 @@ def _selection(raw: Any) -> Any:
     if unknown:
         raise JobSpecError(f"params.selection has unknown key(s) {', '.join(unknown)}")
     return Selection(**raw)
+
+
+def _shards(raw: Any) -> int | None:
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, int) or raw < 1:
+        raise JobSpecError(f"params.shards must be a positive integer, got {raw!r}")
+    return raw
 
 
 def _seed(raw: Any) -> int | None:
