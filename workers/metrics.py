@@ -2,9 +2,9 @@
 
 Every metric takes the logits at the read positions, ``[..., N, P, vocab]`` (leading
 dimensions are the stacked intervention sets of the engine), the task, and the clean run's
-log-probabilities at the same positions ``[N, P, vocab]`` (KL needs them), and returns one
-value per example, ``[..., N]``, averaged over the read positions. Methods average over
-examples. Any callable with that signature is a metric too.
+log-probabilities at the same positions ``[N, P, vocab]`` (KL and cosine need them), and
+returns one value per example, ``[..., N]``, averaged over the read positions. Methods average
+over examples. Any callable with that signature is a metric too.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def logit_diff(logits: torch.Tensor, task: TaskData, clean_logprobs: torch.Tenso
     if task.distractors is None:
         raise MetricError(
             f"task {task.name!r} has no distractor tokens, so logit_diff is undefined; "
-            "use prob or kl"
+            "use prob, kl or cosine"
         )
     answers = task.answers.expand(*logits.shape[:-3], *task.answers.shape)
     distract = task.distractors.expand(*logits.shape[:-3], *task.distractors.shape)
@@ -70,6 +70,26 @@ def kl_divergence(
     return (clean.exp() * (clean - logprobs)).sum(-1).mean(-1)
 
 
+def cosine_similarity(
+    logits: torch.Tensor, task: TaskData, clean_logprobs: torch.Tensor
+) -> torch.Tensor:
+    """Cosine similarity of the intervened and the clean logit vectors, averaged over read
+    positions.
+
+    Both vectors are centred over the vocabulary first (their mean logit subtracted): adding
+    one constant to every logit leaves the next-token distribution unchanged, and the centred
+    clean logits are exactly the centred clean log-probabilities that every metric is given.
+    In [-1, 1]: 1 for the clean run (and any run that only shifts or scales its logits),
+    higher is closer to clean, so it is a higher-is-better metric like ``logit_diff``. A zero
+    centred vector (all logits equal) has similarity 0 with anything.
+    """
+    patched = logits.float()
+    patched = patched - patched.mean(-1, keepdim=True)
+    clean = clean_logprobs.float()
+    clean = (clean - clean.mean(-1, keepdim=True)).expand_as(patched)
+    return torch.nn.functional.cosine_similarity(patched, clean, dim=-1, eps=1e-12).mean(-1)
+
+
 @dataclass(frozen=True)
 class Metric:
     """A named metric; ``higher_is_better`` is False for divergences."""
@@ -95,11 +115,12 @@ METRICS: dict[str, Metric] = {
     "logit_diff": Metric("logit_diff", logit_diff),
     "prob": Metric("prob", answer_prob),
     "kl": Metric("kl", kl_divergence, higher_is_better=False),
+    "cosine": Metric("cosine", cosine_similarity),
 }
 
 
 def resolve_metric(metric: str | MetricFn | Metric) -> Metric:
-    """A ``Metric`` from a name (logit_diff, prob, kl), a callable or a ``Metric``."""
+    """A ``Metric`` from a name (logit_diff, prob, kl, cosine), a callable or a ``Metric``."""
     if isinstance(metric, Metric):
         return metric
     if isinstance(metric, str):

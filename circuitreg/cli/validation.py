@@ -121,6 +121,7 @@ def summarise(result: ValidationResult) -> str:
         "minimality": f"redundant {values.get('redundant', [])}",
         "completeness": f"max gap {values.get('max_gap', 0):.3f}",
         "stability": f"stable {values.get('stable_fraction', 0):.3f}",
+        "suffix_ablation": _suffix_headline(values),
     }
     shown = headline.get(result.name, "")
     if isinstance(shown, float):
@@ -131,6 +132,22 @@ def summarise(result: ValidationResult) -> str:
         shown = f"undefined: {values['undefined']}"
     verdict = {True: "pass", False: "FAIL", None: "-"}[result.passed]
     return f"{result.name:<20} {verdict:<5} {shown}"
+
+
+def _suffix_headline(values: dict[str, Any]) -> str:
+    """``|dlogits| circuit 3.2 +- 0.1 vs random 0.8 +- 0.05 (4 heads)``, or the note."""
+
+    def spread(part: dict[str, Any]) -> str:
+        error = part.get("standard_error")
+        return f"{part['mean']:.4g}" + ("" if error is None else f" +- {error:.2g}")
+
+    circuit, control = values.get("circuit"), values.get("control")
+    if not values.get("n_heads") or not isinstance(circuit, dict):
+        return str(values.get("note", ""))
+    shown = f"|dlogits| circuit {spread(circuit)}"
+    if isinstance(control, dict):
+        return f"{shown} vs random {spread(control)} ({values['n_heads']} heads)"
+    return f"{shown}; {values.get('note', '')}"
 
 
 def format_report(report: ConsistencyReport) -> str:

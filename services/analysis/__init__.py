@@ -13,6 +13,7 @@ from .results import (
     FIDELITY,
     MINIMALITY,
     STABILITY,
+    SUFFIX_ABLATION,
     latest_result,
 )
 
@@ -24,6 +25,7 @@ __all__ = [
     "FIDELITY",
     "MINIMALITY",
     "STABILITY",
+    "SUFFIX_ABLATION",
     "Alignment",
     "EdgeDiff",
     "compare_circuits",

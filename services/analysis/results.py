@@ -23,6 +23,9 @@ ABLATION_CONTROLS = "ablation_controls"
 """values: rows (name, metric, normalised, expectation, held), m_full, m_empty."""
 STABILITY = "stability"
 """values: n_runs, frequencies (edge -> fraction of runs), stable_fraction, threshold."""
+SUFFIX_ABLATION = "suffix_ablation"
+"""values: circuit and control (mean, standard_error of the logit change's L2 norm), ratio,
+n_heads, n_prompts, note."""
 
 
 def latest_result(

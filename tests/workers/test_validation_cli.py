@@ -52,6 +52,7 @@ def test_validate_twice_keeps_both_ablations_and_draws_charts(circuit: tuple[Pat
         assert result.exit_code == 0, result.output
         assert f"{ablation} ablation" in result.output
         assert "faithfulness" in result.output and "ablation_controls" in result.output
+        assert "suffix_ablation" in result.output and "|dlogits| circuit" in result.output
     doc = CircuitDocument.from_json(path.read_text())
     faithfulness = [r for r in doc.validation if r.name == "faithfulness"]
     assert [r.ablation for r in faithfulness] == ["resample", "zero"]

@@ -222,6 +222,7 @@ def test_validate_under_each_ablation_records_it(
         "ablation_controls",
         "minimality",
         "completeness",
+        "suffix_ablation",
     ]  # no curve: this document carries no scores
     assert all(r.ablation == ablation and r.metric == "prob" for r in results)
     assert by_name(results)["faithfulness"].values["faithfulness"] == pytest.approx(1.0, abs=1e-5)
@@ -275,7 +276,11 @@ def test_a_circuit_without_heads_skips_minimality_and_completeness(
 ) -> None:
     model, task, graph = setup
     direct = validate(model, task, graph, circuit_document(graph, ["input->logits"]))
-    assert [r.name for r in direct] == ["faithfulness", "fidelity", "ablation_controls"]
+    names = [r.name for r in direct]
+    assert names == ["faithfulness", "fidelity", "ablation_controls", "suffix_ablation"]
+    # no heads to ablate: the suffix check's changes are 0 by definition, with no verdict
+    suffix = by_name(direct)["suffix_ablation"]
+    assert suffix.values["circuit"]["mean"] == 0.0 and suffix.passed is None
     # the planted heads carry the behaviour, so the direct path alone is far from faithful
     assert by_name(direct)["faithfulness"].values["faithfulness"] < 0.5
 

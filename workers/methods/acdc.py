@@ -51,7 +51,7 @@ class ACDCConfig(MethodConfig):
     method_name: ClassVar[str] = "acdc"
 
     metric: MetricChoice = Field(
-        default="kl", description="kl (ACDC's default), logit_diff, prob or a callable"
+        default="kl", description="kl (ACDC's default), logit_diff, prob, cosine or a callable"
     )
     tau: float = Field(
         default=0.01,

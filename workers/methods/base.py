@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 AblationName = Literal["resample", "zero", "mean"]
 MetricChoice = Annotated[str | MetricFn, WithJsonSchema({"type": "string"})]
-"""A metric name (``logit_diff``, ``prob``, ``kl``, ...) or, from Python, a metric function."""
+"""A metric name (``logit_diff``, ``prob``, ``kl``, ``cosine``) or, from Python, a function."""
 ProgressFn = Callable[[float, str], None]
 C = TypeVar("C", bound="MethodConfig")
 
@@ -63,7 +63,8 @@ class MethodConfig(BaseModel):
         default="resample", description="resample (corrupted prompts), zero or mean"
     )
     metric: MetricChoice = Field(
-        default="logit_diff", description="logit_diff, prob, kl (or a callable in Python)"
+        default="logit_diff",
+        description="logit_diff, prob, kl, cosine (or a callable in Python)",
     )
     batch_size: int = Field(default=32, ge=1, description="prompt pairs per forward pass")
 

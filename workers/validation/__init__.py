@@ -1,5 +1,6 @@
 """Validation of circuits: faithfulness and its curve, fidelity, minimality, completeness,
-ablation controls and stability, all measured with the shared intervention engine.
+ablation controls, the suffix-vector ablation check and stability, all measured with the
+shared intervention engine.
 
 ``validate`` is the entry point; the measurements are also usable one by one with any
 ``MaskEvaluator`` (``EngineEvaluator`` wraps the engine).
@@ -12,6 +13,7 @@ from .controls import ablation_controls
 from .faithfulness import CURVE_PERCENTAGES, faithfulness, faithfulness_curve, fidelity
 from .minimality import minimality
 from .stability import stability
+from .suffix import suffix_ablation
 
 __all__ = [
     "CURVE_PERCENTAGES",
@@ -27,6 +29,7 @@ __all__ = [
     "knockout_sets",
     "minimality",
     "stability",
+    "suffix_ablation",
     "validate",
     "validate_document",
     "validate_stability",

@@ -2,11 +2,11 @@
 
 ``validate`` measures a circuit document on a model and task under one ablation and metric
 and returns ``ValidationResult`` objects (faithfulness, fidelity, ablation controls, the
-faithfulness curve when the document carries scores, minimality and completeness) that
-attach to the document with ``doc.with_validation(...)``. Faithfulness, fidelity and the
-controls share one stacked evaluation; the curve, minimality and completeness take one (or,
-for the minimal circuit, two) more. Stability re-runs discovery and is asked for separately
-with ``validate_stability``.
+faithfulness curve when the document carries scores, minimality and completeness, and the
+suffix-vector ablation check) that attach to the document with ``doc.with_validation(...)``.
+Faithfulness, fidelity and the controls share one stacked evaluation; the curve, minimality,
+completeness and the suffix check take one (or, for the minimal circuit, two) more.
+Stability re-runs discovery and is asked for separately with ``validate_stability``.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from .faithfulness import faithfulness_curve, faithfulness_result, fidelity_resu
 from .minimality import minimality
 from .orientation import helpful_scores
 from .stability import stability
+from .suffix import suffix_ablation
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -138,6 +139,8 @@ def validate(
         results.append(minimality(evaluator, mask, config))
         report(0.8, "completeness")
         results.append(completeness(evaluator, mask, config))
+    report(0.9, "suffix-vector ablation")
+    results.append(suffix_ablation(evaluator, mask, config))
     report(1.0, "validated")
     return tuple(_json_safe(r) for r in results)
 
