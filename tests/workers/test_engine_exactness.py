@@ -11,6 +11,7 @@ from transformer_lens.model_bridge import TransformerBridge
 from circuitreg.workers.engine import EngineError, InterventionEngine
 from circuitreg.workers.engine import engine as engine_module
 from circuitreg.workers.engine.forward import run_forward
+from circuitreg.workers.engine.reference import reference_forward
 from circuitreg.workers.graph import ComputationalGraph
 from circuitreg.workers.tasks.base import TaskData
 from circuitreg.workers.tasks.induction import induction_task
@@ -257,7 +258,13 @@ def test_last_layer_at_the_read_positions_equals_the_full_pass(cfg: dict[str, An
         return logits[:, rows, task.positions]
 
     with torch.no_grad():
-        assert (engine.run(batch, patch) - full(patch)).abs().max() < 1e-5
+        narrowed = engine.run(batch, patch)
+        assert (narrowed - full(patch)).abs().max() < 1e-5
+        reference = reference_forward(
+            engine.weights, graph, batch.embedded, task.positions, patch=patch,
+            ablated=batch.ablated,
+        ).logits  # fmt: skip
+        assert (narrowed - reference).abs().max() < 1e-5
     narrow_in = patch.clone().mul(0.5).requires_grad_(True)
     full_in = patch.clone().mul(0.5).requires_grad_(True)
     engine.metric_of(batch, engine.run(batch, narrow_in)).sum().backward()

@@ -16,11 +16,11 @@ import pytest
 import torch
 from transformer_lens.model_bridge import TransformerBridge
 
-import circuitreg.workers.engine.heads as heads_module
 from circuitreg.workers.engine import InterventionEngine
 from circuitreg.workers.engine.forward import run_forward
 from circuitreg.workers.engine.groups import WriterGroup
-from circuitreg.workers.engine.heads import attend_distinct
+from circuitreg.workers.engine.reference import reference_forward
+from circuitreg.workers.engine.strategies import SharedPrefix
 from circuitreg.workers.engine.stream import ResidualStream
 from circuitreg.workers.engine.weights import EngineError, LayerWeights
 from circuitreg.workers.graph import ComputationalGraph
@@ -32,11 +32,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _logits_and_grad(
-    engine: InterventionEngine, patch: torch.Tensor, fixed_delta: bool
+    engine: InterventionEngine, patch: torch.Tensor, fixed_delta: bool, forward: Any = run_forward
 ) -> tuple[torch.Tensor, torch.Tensor]:
     batch = next(engine.batches())
     rows = patch.clone().requires_grad_(True)
-    logits = run_forward(
+    logits = forward(
         engine.weights, engine.graph, batch.embedded, batch.task.positions, patch=rows,
         ablated=None if fixed_delta else batch.ablated,
         delta=batch.delta if fixed_delta else None,
@@ -103,6 +103,12 @@ def test_projected_inputs_equal_the_general_path(
     scale = float(general_grad.abs().max())
     assert scale > 1e-3
     assert (short_grad - general_grad).abs().max() < 1e-10 * scale
+    # and both are the patching formula, computed plainly
+    reference_logits, reference_grad = _logits_and_grad(
+        engine, patch, fixed_delta, forward=reference_forward
+    )
+    assert (short_logits - reference_logits).abs().max() < 1e-10
+    assert (short_grad - reference_grad).abs().max() < 1e-10 * scale
 
 
 @pytest.mark.parametrize(
@@ -149,18 +155,27 @@ def test_attending_once_per_distinct_row_equals_attending_per_set(
     patch = (torch.rand(24, graph.n_edges, generator=generator) < 0.4).double()
     distinct_rows: list[int] = []
 
-    def spy(*args: Any) -> torch.Tensor | None:
-        z = attend_distinct(*args)
-        distinct_rows.append(0 if z is None else 1)
+    attend_once_per_row = SharedPrefix.attend_once_per_row
+
+    def spy(self: SharedPrefix, index: int, *args: Any) -> torch.Tensor | None:
+        z = attend_once_per_row(self, index, *args)
+        if self.widens_at(index):
+            distinct_rows.append(0 if z is None else 1)
         return z
 
-    monkeypatch.setattr(heads_module, "attend_distinct", spy)
+    monkeypatch.setattr(SharedPrefix, "attend_once_per_row", spy)
     once = engine.evaluate(patch)
     # 0/1 rows at layer 0: at most 8 distinct (q, k, v) per head, so 24 sets attend 8 times.
     assert distinct_rows == [1]
-    monkeypatch.setattr(heads_module, "attend_distinct", lambda *args: None)
+    monkeypatch.setattr(SharedPrefix, "attend_once_per_row", lambda self, *args: None)
     per_set = engine.evaluate(patch)
     assert (once - per_set).abs().max() < 1e-10
+    batch = next(engine.batches())
+    args = (engine.weights, graph, batch.embedded, batch.task.positions)
+    with torch.no_grad():
+        logits = reference_forward(*args, patch=patch, ablated=batch.ablated).logits
+    reference = engine.metric_of(batch, logits).double()
+    assert (once - reference).abs().max() < 1e-10
     assert per_set.std() > 1e-3  # the sets differ, so a wrong gather would show
 
 

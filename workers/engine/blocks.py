@@ -1,7 +1,8 @@
 """The two computations of a block, on stacked per-receiver inputs, and position gathering.
 
-Kept apart from the residual-stream bookkeeping in ``forward.py``: these are the only places
-that apply a block's weights (the embedding and unembedding stay in ``forward.py``).
+Kept apart from the residual-stream bookkeeping (``stream.py``) and the layer loops
+(``forward.py``, ``reference.py``): these are the only places that apply a block's weights
+(the embedding and unembedding stay in the loops).
 """
 
 from __future__ import annotations
@@ -50,8 +51,7 @@ def attend(
     each query, while bidirectional models (``causal=False``) attend to every position, so a
     patched edge there also reaches earlier positions. Heads lead every tensor so that each
     product is one ``bmm`` over contiguous memory: with the sets first, ``einsum`` copied
-    every per-head input to put the head axis in front (256 random sets on the induction
-    toy, CPU, best of 7: 0.42 s with the sets first, 0.30-0.33 s with the heads first).
+    every per-head input to put the head axis in front.
     """
     h, s, n, q_len, d_head = q.shape
     t = k.shape[-2]

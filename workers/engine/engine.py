@@ -32,18 +32,12 @@ from circuitreg.workers.tasks.base import TaskData
 VERIFY_TOLERANCE = 1e-3
 # On the CPU a pass is bound by memory traffic, not by the per-pass overhead that stacking
 # amortises: once a pass's per-head q/k/v inputs ``[3, H, S, N, T, width]`` outgrow the
-# cache, more sets per pass is slower per set. Measured on the induction toy when its inputs
-# were still formed ``d_model`` wide (32 prompts, 256 sets): 4 per pass 0.43 s, 64 per pass
-# 1.43 s. Since readers behind a norm mix every writer in one product (``shifted``), the
-# 4-layer LN model (16 prompts of 16 tokens, 256 random sets, best of 7, two sweeps) is
-# fastest at 21 per pass: 5 per pass 0.67-0.75 s, 10 per pass 0.56-0.74 s, 21 per pass
-# 0.49-0.51 s, 42 per pass 0.65-0.70 s. On the CPU the engine stacks at most this many
-# elements of ``d_model``-wide inputs ...
+# cache, more sets per pass is slower per set. So on the CPU the engine stacks at most this
+# many elements of ``d_model``-wide inputs per pass (the fastest size on the LN models) ...
 CPU_PASS_ELEMENTS = 2**22
 # ... or of ``d_head``-wide ones, where no layer has a norm before its attention and the inputs
-# are formed projected (``ResidualStream.projected``): a pass holds far less per set, and
-# larger passes pay (the induction toy, 32 prompts, 256 sets, two runs: 20 per pass
-# 0.13-0.14 s, 40 per pass 0.11-0.12 s, 64 per pass 0.10-0.11 s).
+# are formed projected (``ResidualStream.projected``): a pass holds far less per set, so
+# larger passes pay.
 CPU_PROJECTED_PASS_ELEMENTS = 2**23
 
 
@@ -196,10 +190,9 @@ class InterventionEngine:
         Gradients flow to ``patch`` and ``embedded`` if they require them. ``fixed_delta``
         uses ``batch.delta`` as each writer's fixed perturbation (linear, for attribution)
         instead of exact patching. More rows than one pass should hold (``sets_per_pass``)
-        run as several passes whose logits are joined, with or without gradients: mask
-        pruning on the induction toy (60 steps, best of 3) took 2.57 s with its 32
-        score-function samples in one CPU pass and 1.97 s in passes of 5; hard-concrete's 8
-        samples, 2.28 s in one pass and 1.69 s as 5 + 3.
+        run as several passes whose logits are joined, with or without gradients: a pass
+        that outgrows the cache is slower than several that fit, with gradients too (mask
+        pruning's samples).
         """
         step = self.sets_per_pass(batch.task.n_examples)
         if patch is not None and patch.shape[0] > step:

@@ -1,27 +1,14 @@
 """The residual-stream forward pass with per-edge interventions, for many edge sets at once.
 
-Every reader input (a head's q, k or v input, an MLP input, the logits) is the sum of the
-outputs of the writers before it (plus the attention output biases, which belong to no node
-and are never patched, as in EAP-IG). An intervention set is a row of ``patch`` ``[S, E]``
-with one coefficient per edge: reader ``r`` receives
-
-    sum_w out_w + sum_w patch[e(w, r)] * (ablated_w - out_w)        (mode "exact")
-    sum_w out_w + sum_w patch[e(w, r)] * delta_w                    (fixed ``delta``)
-
-so a 0/1 row patches exactly the chosen edges from the ablated run, recomputing everything
-downstream; fractional rows interpolate, and gradients with respect to ``patch`` at zero are
-edge attribution scores. The S sets are stacked in front of the batch, so one pass evaluates
-them all. Each reader sees a prefix of the writers (they are in topological order), so a
-layer's receivers take one matrix product per earlier writer group. Layers whose receivers
-every set patches alike (ACDC's candidates differ only late in the model) are computed once
-for all sets, and the stream is widened where the sets first differ. Where a layer has no
-norm before its attention (tracr, the toys), its q/k/v projections are linear in the
-writers: what every set shares is projected once, and the heads whose outputs differ per set
-enter through ``z @ (W_O W_Q)`` with the coefficients folded into that ``d_head``-square
-matrix, so no set forms a ``d_model``-wide input per receiver (``ResidualStream.projected``;
-on the induction toy those inputs were the largest tensors of a pass). The last layer
-runs its queries, its MLP and the logits at the read positions only (nothing after it mixes
-positions); its keys and values still see every position.
+What it computes is ``reference_forward`` (``reference.py``: the patching formula, written
+plainly); this is the same layer loop, fast. The S intervention sets are stacked in front of
+the batch, so one pass evaluates them all, and the writers so far are kept as a
+``ResidualStream`` (the sum every set shares, plus the groups that differ per set), so a
+layer's receivers take a few matrix products over all of them. Three strategies
+(``strategies.py``, each can be turned off with ``Strategies``) save most of the work:
+layers every set patches alike are computed once (``SharedPrefix``), the last layer runs at
+the read positions only (``last_layer_positions``), and layers with no norm before their
+attention form their q/k/v inputs projected (``ProjectedQKV``).
 """
 
 from __future__ import annotations
@@ -30,11 +17,18 @@ from dataclasses import dataclass
 
 import torch
 
-from circuitreg.workers.engine.blocks import attend, attention, head_outputs, mlp
-from circuitreg.workers.engine.heads import add_heads, attend_sets, receiver_inputs
+from circuitreg.workers.engine.blocks import head_outputs, mlp
+from circuitreg.workers.engine.strategies import (
+    SharedPrefix,
+    Strategies,
+    add_heads,
+    attend_layer,
+    last_layer_positions,
+    qkv_inputs,
+)
 from circuitreg.workers.engine.stream import ResidualStream
 from circuitreg.workers.engine.weights import EngineError, ModelWeights
-from circuitreg.workers.graph import ComputationalGraph
+from circuitreg.workers.graph import ComputationalGraph, ReceiverSlot
 
 
 @dataclass(frozen=True)
@@ -76,8 +70,9 @@ def run_forward(
     delta: torch.Tensor | None = None,
     override: Override | None = None,
     record: bool = False,
+    strategies: Strategies = Strategies(),
 ) -> ForwardOutput:
-    """Run the model with edge interventions; see the module docstring.
+    """Run the model with edge interventions: ``reference_forward``'s result, fast.
 
     ``embedded`` ``[N, T, d]`` is the input node's output; ``positions`` ``[N, P]`` where logits
     are read; ``patch`` ``[S, E]`` (None: one unpatched run); ``ablated`` and ``delta``
@@ -86,145 +81,77 @@ def run_forward(
     if patch is not None:
         graph.check_edge_vector(patch)
         patch = patch.to(embedded.dtype)
-    n_sets = 1 if patch is None else patch.shape[0]
-    shared = _shared_layers(graph, patch)
-    heads = graph.n_heads
-    first = embedded.unsqueeze(0)
-    if override is not None and override.start == 0:
-        first = override.values[..., 0, :].unsqueeze(0).expand_as(first)
-    # The stream starts as one set; it is widened to all sets at the first layer whose
-    # receivers some set patches differently (everything before is identical, computed once).
+    prefix = SharedPrefix(graph, patch, strategies.shared_prefix)
+    first = _overridden(embedded[None, None], 0, override)[0]
     stream = ResidualStream(first, ablated, delta, track=patch is not None, record=record)
-    rows = patch if patch is None else patch[:1]
-    slots = iter(graph.slots)
-    last = len(weights.layers) - 1
-    for index, layer in enumerate(weights.layers):
-        widening = index == shared and n_sets > 1
-        if widening:
-            rows = patch
-        current = n_sets if widening else stream.sets
-        q_slot = next(slots)
-        for _ in range(3 * heads - 1):
-            next(slots)
-        k = len(q_slot.writers)
-        coeff = None
-        if rows is not None:
-            coeff = rows[:, q_slot.edge_start : q_slot.edge_start + 3 * heads * k]
-            coeff = coeff.view(current, 3, heads, k)
-        query_positions = None
-        narrow = index == last and _reads_fewer_positions(stream, positions, override, record)
-        if coeff is not None and layer.linear_qkv_input and n_sets > 1:
-            # No norm before the attention: project the stream and the differences, never
-            # forming a d_model-wide input per set and receiver (``ResidualStream.projected``).
-            # One set takes the general path, which sums as an unpatched run does, so that
-            # patching a writer with its own value changes nothing, not even by rounding.
-            w_qkv, b_qkv = layer.w_qkv, layer.b_qkv
-            if narrow:
-                kv = stream.projected(w_qkv[1:], b_qkv[1:], coeff[:, 1:], k)
-                if widening:
-                    stream.expand(n_sets)
-                stream = stream.at(positions)
-                q = stream.projected(w_qkv[:1], b_qkv[:1], coeff[:, :1], k)[0]
-                query_positions, positions = positions, _all_positions(positions)
-                z = attend(
-                    layer, q, kv[0], kv[1], weights.attn_scale, weights.causal, query_positions
-                )
-            else:
-                z = attend_sets(stream, layer, weights, coeff, first_difference=widening)
-                if widening:
-                    stream.expand(n_sets)
-        elif widening and not narrow and coeff is not None:
-            z = attend_sets(stream, layer, weights, coeff, first_difference=True)
-            stream.expand(n_sets)
-        else:
-            if widening:
-                stream.expand(n_sets)
-            if narrow:
-                # Nothing after the last layer's attention mixes positions: its queries, its
-                # MLP and the logits are needed only where the metric reads; keys and values
-                # are not.
-                kv_in = receiver_inputs(stream, coeff, 1, 3, heads, k)
-                stream = stream.at(positions)
-                q_in = receiver_inputs(stream, coeff, 0, 1, heads, k)[0]
-                query_positions, positions = positions, _all_positions(positions)
-            else:
-                x = receiver_inputs(stream, coeff, 0, 3, heads, k)
-                q_in, kv_in = x[0], x[1:]
-            z = attention(layer, q_in, kv_in, weights.attn_scale, weights.causal, query_positions)
-        mlp_slot = None if graph.attn_only else next(slots)
+    last, layers = len(weights.layers) - 1, zip(weights.layers, _layer_slots(graph), strict=True)
+    for index, (layer, (q_slot, mlp_slot)) in enumerate(layers):
+        rows = prefix.rows(index)  # 1. shared prefix: the first row while the sets agree
+        if prefix.widens_at(index):
+            stream.expand(prefix.n_sets)
+        coeff = _head_coefficients(rows, q_slot, graph.n_heads)  # [S, 3, H, k]
+        # 3. projected q/k/v inputs where the layer has no norm before its attention
+        inputs = qkv_inputs(layer, weights, coeff, prefix.n_sets, strategies.projected_qkv)
+        narrow_to = None  # 2. the last layer at the read positions only
+        if index == last and strategies.narrow_last_layer:
+            overridden = override is not None and override.start >= stream.count
+            narrow_to = last_layer_positions(stream, positions, overridden, record)
+        z = prefix.attend_once_per_row(index, stream, inputs, coeff) if narrow_to is None else None
+        if z is None:
+            z, stream = attend_layer(stream, inputs, coeff, narrow_to)
         if mlp_slot is not None and graph.parallel_attn_mlp:
-            mlp_in = _mlp_input(stream, mlp_slot.edge_start, len(mlp_slot.writers), rows)
+            mlp_in = _reader_input(stream, mlp_slot, rows)
         if override is not None and override.start == stream.count:
-            stream.add(
-                _apply_override(head_outputs(z, layer.w_o), stream.count, override), layer.b_o
-            )
+            stream.add(_overridden(head_outputs(z, layer.w_o), stream.count, override), layer.b_o)
         else:
-            add_heads(stream, weights, index, z, graph.attn_only)
+            add_heads(stream, weights, index, z, strategies.projected_qkv)
         if mlp_slot is not None:
             if not graph.parallel_attn_mlp:
-                mlp_in = _mlp_input(stream, mlp_slot.edge_start, len(mlp_slot.writers), rows)
-            mlp_out = _apply_override(mlp(layer, mlp_in).unsqueeze(0), stream.count, override)
-            stream.add(mlp_out)
-    if stream.sets != n_sets:
-        stream.expand(n_sets)
-    logits_slot = next(slots)
+                mlp_in = _reader_input(stream, mlp_slot, rows)
+            stream.add(_overridden(mlp(layer, mlp_in).unsqueeze(0), stream.count, override))
+    if stream.sets != prefix.n_sets:
+        stream.expand(prefix.n_sets)
+    at_read = stream if stream.narrowed else stream.at(positions, adds_follow=False)
+    resid = _reader_input(at_read, graph.slots[-1], patch)  # [S, N, P, d]
     return ForwardOutput(
-        logits=_read_logits(weights, stream, positions, patch, logits_slot.edge_start),
+        logits=weights.ln_final(resid) @ weights.w_u + weights.b_u,
         writer_outputs=stream.stacked() if record else None,
     )
 
 
-def _reads_fewer_positions(
-    stream: ResidualStream, positions: torch.Tensor, override: Override | None, record: bool
-) -> bool:
-    """Whether the last layer can run at the read positions only: they are fewer than the
-    prompt's, no writer output is recorded, and no override replaces a last-layer group."""
-    if record or positions.shape[1] >= stream.common.shape[2]:
-        return False
-    return override is None or override.start < stream.count
-
-
-def _all_positions(positions: torch.Tensor) -> torch.Tensor:
-    """Every position of a stream already narrowed to ``positions [N, P]``."""
-    arange = torch.arange(positions.shape[1], device=positions.device)
-    return arange.expand(positions.shape[0], -1)
-
-
-def _shared_layers(graph: ComputationalGraph, patch: torch.Tensor | None) -> int:
-    """How many leading layers have receivers that every patch row treats alike."""
-    if patch is None or patch.shape[0] == 1:
-        return graph.n_layers
-    differs = torch.nonzero((patch != patch[:1]).any(0)).flatten()
-    first = int(differs[0]) if differs.numel() else graph.n_edges
-    shared = 0
-    for end in _layer_ends(graph):
-        if end > first:
-            break
-        shared += 1
-    return shared
-
-
-def _layer_ends(graph: ComputationalGraph) -> list[int]:
-    """For each layer, one past the last edge entering its receivers."""
-    ends = [0] * graph.n_layers
+def _layer_slots(graph: ComputationalGraph) -> list[tuple[ReceiverSlot, ReceiverSlot | None]]:
+    """Per layer, its first receiver slot (head 0's q; the layer's 3 x H q/k/v slots follow,
+    each reading the same writers) and its MLP's slot."""
+    by_layer: list[list[ReceiverSlot]] = [[] for _ in range(graph.n_layers)]
     for slot in graph.slots:
         if slot.layer is not None:
-            ends[slot.layer] = max(ends[slot.layer], slot.edge_stop)
-    return ends
+            by_layer[slot.layer].append(slot)
+    return [(slots[0], None if graph.attn_only else slots[-1]) for slots in by_layer]
 
 
-def _mlp_input(
-    stream: ResidualStream, edge_start: int, k: int, patch: torch.Tensor | None
+def _head_coefficients(
+    rows: torch.Tensor | None, q_slot: ReceiverSlot, heads: int
+) -> torch.Tensor | None:
+    """The coefficients ``[S, 3, H, k]`` of a layer's q/k/v edges, from its first slot."""
+    if rows is None:
+        return None
+    k = len(q_slot.writers)
+    return rows[:, q_slot.edge_start : q_slot.edge_start + 3 * heads * k].view(-1, 3, heads, k)
+
+
+def _reader_input(
+    stream: ResidualStream, slot: ReceiverSlot, rows: torch.Tensor | None
 ) -> torch.Tensor:
-    """The MLP's input ``[S, N, T, d]`` from the stream as it stands (in a parallel block,
-    before the heads of its own layer are added)."""
-    if patch is None:
+    """One reader's input ``[S, N, T, d]`` (an MLP, the logits) from the stream as it stands
+    (in a parallel block, before the heads of its own layer are added)."""
+    if rows is None:
         return stream.resid
-    return stream.read(patch[:, edge_start : edge_start + k], k)
+    return stream.read(rows[:, slot.edge_start : slot.edge_stop], len(slot.writers))
 
 
-def _apply_override(outputs: torch.Tensor, start: int, override: Override | None) -> torch.Tensor:
-    """Replace a group's outputs when the override names exactly this group."""
+def _overridden(outputs: torch.Tensor, start: int, override: Override | None) -> torch.Tensor:
+    """A writer group's outputs ``[g, S, N, T, d]``, or the override's values where it names
+    exactly this group."""
     if override is None or override.start != start:
         return outputs
     if override.stop != start + outputs.shape[0]:
@@ -234,20 +161,3 @@ def _apply_override(outputs: torch.Tensor, start: int, override: Override | None
         )
     # values [N|1, T, g, d] -> the group's [g, S, N, T, d]
     return override.values.permute(2, 0, 1, 3).unsqueeze(1).expand_as(outputs)
-
-
-def _read_logits(
-    weights: ModelWeights,
-    stream: ResidualStream,
-    positions: torch.Tensor,
-    patch: torch.Tensor | None,
-    edge_start: int,
-) -> torch.Tensor:
-    """Logits ``[S, N, P, V]`` read at ``positions``; only those positions are unembedded."""
-    if not stream.narrowed:
-        stream = stream.at(positions, adds_follow=False)
-    if patch is None:
-        resid = stream.resid  # [S, N, P, d]
-    else:
-        resid = stream.read(patch[:, edge_start : edge_start + stream.count], stream.count)
-    return weights.ln_final(resid) @ weights.w_u + weights.b_u

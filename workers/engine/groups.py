@@ -89,7 +89,7 @@ class WriterGroup:
             per_writer = torch.matmul(right, w_all)  # [g, f, R*e]
         f = per_writer.shape[1]
         scaled = per_writer.view(1, g, f, r, -1) * weight.transpose(1, 2)[..., None, :, None]
-        return torch.bmm(left, scaled.view(s, g * f, -1))
+        return torch.bmm(left, scaled.reshape(s, g * f, -1))
 
     def narrowed(self, positions: torch.Tensor) -> WriterGroup:
         """This group at each example's ``positions [N, P]`` (heads narrow their ``z``)."""

@@ -1,8 +1,9 @@
 """The residual stream of the engine's forward pass: its writer groups, their sum, and each
 reader's input under edge interventions (``d_model``-wide, or already projected).
 
-Kept apart from the layer loop in ``forward.py`` (which decides what each reader receives)
-because this is where the memory layout lives: see ``ResidualStream``.
+Kept apart from the layer loop in ``forward.py`` and its strategies (``strategies.py``, which
+decide what each reader receives) because this is where the memory layout lives: see
+``ResidualStream``.
 """
 
 from __future__ import annotations
@@ -168,8 +169,8 @@ class ResidualStream:
 
         Where every per-set group is already ``d_model``-wide (a model with MLPs or norms)
         this is ``shifted`` for one receiver, which reads them from the buffer in one
-        product; here, heads still low rank (the induction toy's logits) are summed through
-        ``W_O`` without forming their outputs."""
+        product; here, heads still low rank (an attention-only model's logits) are summed
+        through ``W_O`` without forming their outputs."""
         groups = self._groups_before(k)
         if all(g.outputs is not None for g in groups if g.per_set):
             return self.shifted(coeff.unsqueeze(1), k)[0]
@@ -197,8 +198,8 @@ class ResidualStream:
         matrix product for all sets and receivers, written straight into the result; each
         per-set group then adds its outputs, weighted per set and receiver, in place. These
         passes are bound by memory traffic: the stream copied into a buffer first and a
-        per-set difference (ablated minus output) formed for every group each cost a pass
-        over the largest tensors (the LN model's profile: 17% of a pass).
+        per-set difference (ablated minus output) formed for every group would each cost a
+        pass over the largest tensors.
         """
         s, receivers = coeff.shape[0], tuple(coeff.shape[1:-1])
         _, n, t, d = self.common.shape
@@ -244,8 +245,7 @@ class ResidualStream:
         and mixed ``e``-wide; a per-set group, ``left @ right``, enters as
         ``left @ (a right W)``, its weights ``a`` folded into the small matrix ``right W``
         (``W_O W_Q`` etc. for heads: ``d_head`` square). No set or receiver forms a
-        ``d_model``-wide input: on the induction toy that input was the largest tensor of a
-        pass.
+        ``d_model``-wide input, otherwise the largest tensor of a pass.
         """
         s, receivers = coeff.shape[0], tuple(coeff.shape[1:-1])
         _, n, t, d = self.common.shape
