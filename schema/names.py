@@ -81,6 +81,19 @@ def edge_name(source: str, target: str, receiver: Receiver | str | None = None) 
     return f"{source}->{target}<{Receiver(receiver).value}>"
 
 
+_MAX_DIGITS = 9  # layer, head and feature numbers; int() refuses 4,300 digits and more
+
+
+def _number(digits: str, name: str) -> int:
+    if len(digits) > _MAX_DIGITS:
+        shown = name if len(name) <= 40 else name[:37] + "..."
+        raise CanonicalNameError(
+            f"not a canonical component name: {shown!r} (a number of {len(digits)} digits; "
+            f"at most {_MAX_DIGITS})"
+        )
+    return int(digits)
+
+
 @lru_cache(maxsize=65536)
 def parse_node(name: str) -> ParsedNode:
     """Parse a canonical node name; raise ``CanonicalNameError`` naming the bad name."""
@@ -89,11 +102,13 @@ def parse_node(name: str) -> ParsedNode:
     if name == LOGITS:
         return ParsedNode(name, ComponentKind.LOGITS, None, None)
     if m := _HEAD.match(name):
-        return ParsedNode(name, ComponentKind.ATTN_HEAD, int(m["layer"]), int(m["head"]))
+        layer, head = _number(m["layer"], name), _number(m["head"], name)
+        return ParsedNode(name, ComponentKind.ATTN_HEAD, layer, head)
     if m := _MLP.match(name):
-        return ParsedNode(name, ComponentKind.MLP, int(m["layer"]), None)
+        return ParsedNode(name, ComponentKind.MLP, _number(m["layer"], name), None)
     if m := _FEATURE.match(name):
-        return ParsedNode(name, ComponentKind.FEATURE, int(m["layer"]), None)
+        _number(m["index"], name)
+        return ParsedNode(name, ComponentKind.FEATURE, _number(m["layer"], name), None)
     raise CanonicalNameError(
         f"not a canonical component name: {name!r} "
         "(expected input, logits, a<layer>.h<head> or m<layer>)"

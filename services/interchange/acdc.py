@@ -39,9 +39,10 @@ _SENDERS = (
     (re.compile(r"^blocks\.(\d+)\.hook_mlp_out$"), "mlp"),
 )
 _RECEIVERS = (
-    (re.compile(r"^blocks\.(\d+)\.hook_([qkv])_input$"), "head"),
-    (re.compile(r"^blocks\.(\d+)\.hook_mlp_in$"), "mlp"),
-    (re.compile(r"^blocks\.(\d+)\.hook_resid_post$"), "logits"),
+    # at most 9 digits: int() refuses 4,300 and more, and layers are stored in 32 bits
+    (re.compile(r"^blocks\.(\d{1,9})\.hook_([qkv])_input$"), "head"),
+    (re.compile(r"^blocks\.(\d{1,9})\.hook_mlp_in$"), "mlp"),
+    (re.compile(r"^blocks\.(\d{1,9})\.hook_resid_post$"), "logits"),
 )
 _INTERNAL = re.compile(r"^blocks\.\d+\.(attn\.hook_[qkv]|attn\.hook_result|hook_mlp_out)$")
 _PRINTED_KEY = re.compile(r"'([^']+)'\s*,\s*(\[[^\]]*\])")
@@ -62,7 +63,7 @@ def _head(index: Any, where: str) -> int | None:
         return None
     try:
         return int(last)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an infinite float
         raise InterchangeError(f"not a tensor index: {json_text(index)}", location=where) from None
 
 
@@ -126,7 +127,10 @@ def _number(value: Any, where: str) -> float | None:
         value = value.item()
     if isinstance(value, bool) or not isinstance(value, int | float | np.floating | np.integer):
         raise InterchangeError(f"expected a number, got {json_text(value)}", location=where)
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an integer beyond a float's range
+        raise InterchangeError("expected a finite number", location=where) from None
 
 
 def _entries(payload: Any) -> list[tuple[tuple[Any, Any, Any, Any], Any, str]]:

@@ -31,7 +31,10 @@ from .base import ImportOptions, build_document, sorted_component_names
 from .containers import decode_for_reader
 from .errors import InterchangeError, UnrepresentableError
 
-_KEY = re.compile(r"^blocks\.(\d+)\.(hook_(q|k|v)_input|hook_mlp_in|hook_resid_post|hook_attn_in)$")
+# At most 9 digits of layer: int() refuses 4,300 and more, and layers are stored in 32 bits.
+_KEY = re.compile(
+    r"^blocks\.(\d{1,9})\.(hook_(q|k|v)_input|hook_mlp_in|hook_resid_post|hook_attn_in)$"
+)
 
 
 def source_names(n_layers: int, n_heads: int, attn_only: bool) -> list[str]:
@@ -65,7 +68,7 @@ def _arrays(payload: Any) -> dict[str, np.ndarray]:
     for key, value in payload.items():
         try:
             array = np.asarray(value, dtype=np.float64)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: an int beyond float
             raise InterchangeError("scores must be numbers", location=f"key {key!r}") from None
         if not np.all(np.isfinite(array)):
             raise InterchangeError("scores must be finite numbers", location=f"key {key!r}")
@@ -94,6 +97,8 @@ def read_auto_circuit(data: bytes, options: ImportOptions) -> CircuitDocument:
             )
         kind = "head" if match[3] else ("mlp" if match[2] == "hook_mlp_in" else "logits")
         parsed.append((key, int(match[1]), kind, match[3]))
+    if not parsed:
+        raise InterchangeError("no destination modules: the mapping is empty", location="top")
     heads = [
         arrays[k].shape[-2] for k, _, kind, _ in parsed if kind == "head" and arrays[k].ndim >= 2
     ]
@@ -101,6 +106,17 @@ def read_auto_circuit(data: bytes, options: ImportOptions) -> CircuitDocument:
     logits = [layer for _, layer, kind, _ in parsed if kind == "logits"]
     n_layers = options.n_layers or (logits[0] + 1 if logits else max(p[1] for p in parsed) + 1)
     attn_only = not any(kind == "mlp" for _, _, kind, _ in parsed)
+    # Shapes first: the source list below is as long as the model is deep, and a key such as
+    # blocks.99999999999.hook_resid_post must be refused by its shape, not by running out of
+    # memory listing 10^11 sources.
+    for key, layer, kind, _ in parsed:
+        if layer >= n_layers:
+            raise InterchangeError(
+                f"layer {layer} is beyond the model's last layer ({n_layers - 1}, "
+                f"{'from n_layers' if options.n_layers else 'where the logits are read'})",
+                location=f"key {key!r}",
+            )
+        _check_shape(arrays[key], key, layer, kind, n_heads, attn_only)
     sources = source_names(n_layers, n_heads, attn_only)
     scored: list[tuple[str, int | None, float]] = []
     for key, layer, kind, letter in parsed:
@@ -126,16 +142,10 @@ def read_auto_circuit(data: bytes, options: ImportOptions) -> CircuitDocument:
     )
 
 
-def _edges_of(
-    array: np.ndarray,
-    key: str,
-    layer: int,
-    kind: str,
-    letter: str | None,
-    n_heads: int,
-    attn_only: bool,
-    sources: list[str],
-) -> list[tuple[str, int | None, float]]:
+def _check_shape(
+    array: np.ndarray, key: str, layer: int, kind: str, n_heads: int, attn_only: bool
+) -> tuple[int, ...]:
+    """The shape a destination's scores must have (without the position axis), or an error."""
     prior = _prior(layer, kind, n_heads, attn_only)
     expected = (n_heads, prior) if kind == "head" else (prior,)
     if array.shape[-len(expected) :] != expected or array.ndim not in (
@@ -147,6 +157,21 @@ def _edges_of(
             f"{n_heads} heads{' (attention only)' if attn_only else ''}, got {list(array.shape)}",
             location=f"key {key!r}",
         )
+    return expected
+
+
+def _edges_of(
+    array: np.ndarray,
+    key: str,
+    layer: int,
+    kind: str,
+    letter: str | None,
+    n_heads: int,
+    attn_only: bool,
+    sources: list[str],
+) -> list[tuple[str, int | None, float]]:
+    prior = _prior(layer, kind, n_heads, attn_only)
+    expected = _check_shape(array, key, layer, kind, n_heads, attn_only)
     positioned = array.ndim == len(expected) + 1
     per_position = array if positioned else array[None, ...]
     out = []
@@ -166,12 +191,31 @@ def _edges_of(
     return out
 
 
+MAX_EXPORTED_SCORES = 100_000_000  # 800 MB of float64; a 70B model's graph is ~40 million
+
+
+def _dense_size(n_layers: int, n_heads: int, attn_only: bool) -> int:
+    """How many scores the exported arrays hold (it grows with the square of the depth)."""
+    per_layer = n_heads + (0 if attn_only else 1)
+    before = per_layer * n_layers * (n_layers - 1) // 2  # sources of earlier layers, summed
+    heads = 3 * n_heads * (n_layers + before)
+    mlps = 0 if attn_only else n_layers * (1 + n_heads) + before
+    return heads + mlps + 1 + n_layers * per_layer
+
+
 def write_auto_circuit(doc: CircuitDocument) -> bytes:
     """Prune scores as ``.npz`` (float64); edges absent from the document score 0."""
     model = doc.model
     if model.parallel_attn_mlp:
         raise UnrepresentableError(
             "parallel attention/MLP layouts are not exported", location="model"
+        )
+    dense = _dense_size(model.n_layers, model.n_heads, model.attn_only)
+    if dense > MAX_EXPORTED_SCORES:
+        raise UnrepresentableError(
+            f"prune scores of a model with {model.n_layers} layers and {model.n_heads} heads "
+            f"would hold {dense} numbers; at most {MAX_EXPORTED_SCORES} are exported",
+            location="model",
         )
     sources = source_names(model.n_layers, model.n_heads, model.attn_only)
     index = {name: i for i, name in enumerate(sources)}

@@ -8,6 +8,7 @@ format itself names it), so the same file imported with the same options has the
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,9 @@ from circuitreg.schema import (
 from .errors import InterchangeError
 
 UNKNOWN = "unknown"
+# The stores keep layers, heads, positions, steps and seeds in INTEGER columns, which are
+# 32-bit in PostgreSQL: a larger value would import and then fail in the store's write.
+MAX_STORED_INT = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -125,3 +129,46 @@ def sorted_component_names(names: Iterable[str]) -> list[str]:
 def dense_key(edge: Edge) -> str:
     """An edge's key in dense score files: its name, with ``@position`` when positioned."""
     return edge.name if edge.position is None else f"{edge.name}@{edge.position}"
+
+
+def _int_text(value: int) -> str:
+    return str(value) if value.bit_length() < 64 else f"an integer of {value.bit_length()} bits"
+
+
+def check_storable(doc: CircuitDocument) -> None:
+    """Refuse what the stores cannot hold: integers beyond 32 bits, scores that are not finite.
+
+    Every importer's document passes through here (``Format.read``), so the refusal is an
+    ``InterchangeError`` naming the field, raised before anything is written.
+    """
+    model = doc.model
+    ints: list[tuple[str, int | None]] = [
+        ("model.n_layers", model.n_layers),
+        ("model.n_heads", model.n_heads),
+        ("model.d_model", model.d_model),
+        ("model.step", model.step),
+        ("task.n_examples", doc.task.n_examples),
+        ("seed", doc.seed),
+    ]
+    scores: list[tuple[str, float | None]] = []
+    for i, comp in enumerate(doc.components):
+        where = f"components[{i}] ({comp.name!r})"
+        ints += [(f"{where}.layer", comp.layer), (f"{where}.head", comp.head)]
+        ints.append((f"{where}.position", comp.position))
+        scores.append((f"{where}.score", comp.score))
+    for i, edge in enumerate(doc.edges):
+        where = f"edges[{i}] ({edge.name!r})"
+        ints.append((f"{where}.position", edge.position))
+        scores.append((f"{where}.score", edge.score))
+    for where, value in ints:
+        if value is not None and not -MAX_STORED_INT - 1 <= value <= MAX_STORED_INT:
+            raise InterchangeError(
+                f"{_int_text(value)} is out of the range the registry stores "
+                f"(at most {MAX_STORED_INT})",
+                location=f"document {where}",
+            )
+    for where, score in scores:
+        if score is not None and not math.isfinite(score):
+            raise InterchangeError(
+                f"expected a finite number, got {score!r}", location=f"document {where}"
+            )

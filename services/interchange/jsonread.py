@@ -31,6 +31,8 @@ def parse_json(data: bytes | str) -> Any:
     except RecursionError:
         # No circuit format nests more than a few levels; a hostile file can nest 100,000.
         raise InterchangeError("JSON nested too deeply to be a circuit file") from None
+    except ValueError as exc:  # Python refuses to convert integers of over 4300 digits
+        raise InterchangeError(f"invalid JSON: {exc}".split(";")[0]) from None
 
 
 def child(path: str, key: str | int) -> str:
@@ -99,7 +101,13 @@ def as_float(value: Any, path: str) -> float:
     """A finite JSON number, returned as the float that was written (ints widened)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InterchangeError(f"expected a number, got {describe(value)}", location=path)
-    result = float(value)
+    try:
+        result = float(value)
+    except OverflowError:  # an integer beyond a float's range
+        raise InterchangeError(
+            f"expected a finite number, got an integer of {int(value).bit_length()} bits",
+            location=path,
+        ) from None
     if not math.isfinite(result):
         raise InterchangeError(f"expected a finite number, got {value!r}", location=path)
     return result

@@ -48,7 +48,7 @@ def _component_name(node: dict[str, Any], path: str) -> str:
     if kind in _FEATURE_TYPES:
         node_id = as_str(need(node, "node_id", path), child(path, "node_id"))
         parts = node_id.split("_")
-        if len(parts) != 3 or not parts[1].isdigit():
+        if len(parts) != 3 or not parts[1].isdigit() or len(parts[1]) > 9:
             raise InterchangeError(
                 f"feature node_id {node_id!r} is not '{{layer}}_{{index}}_{{position}}'",
                 location=child(path, "node_id"),
@@ -63,7 +63,7 @@ def _component_name(node: dict[str, Any], path: str) -> str:
 
 def _int_like(value: Any) -> Any:
     """Neuronpedia writes layers as strings ("3"); accept digit strings as integers."""
-    if isinstance(value, str) and value.isdigit():
+    if isinstance(value, str) and value.isdigit() and len(value) <= 9:  # int() refuses 4,300
         return int(value)
     return value
 

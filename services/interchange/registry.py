@@ -13,7 +13,7 @@ from typing import Any
 from circuitreg.registry import Registry
 from circuitreg.schema import CircuitDocument
 
-from .base import ImportOptions
+from .base import ImportOptions, check_storable
 from .errors import InterchangeError, UnknownFormatError
 
 Reader = Callable[[bytes, ImportOptions], CircuitDocument]
@@ -50,9 +50,11 @@ class Format:
                 format=self.name,
             )
         try:
-            return self.reader(data, options)
+            doc = self.reader(data, options)
+            check_storable(doc)
         except InterchangeError as exc:
             raise exc.with_format(self.name) from None
+        return doc
 
     def write(self, doc: CircuitDocument) -> bytes:
         """Serialise ``doc``; documents the format cannot express raise an error saying why."""

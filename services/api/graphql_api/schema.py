@@ -8,6 +8,7 @@ generic message and the log keeps the traceback); errors meant for the client pa
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,9 @@ from strawberry.extensions import (
     ValidationCache,
 )
 from strawberry.schema.config import StrawberryConfig
-from strawberry.types import ExecutionContext
+from strawberry.schema.schema import DEFAULT_ALLOWED_OPERATION_TYPES
+from strawberry.types import ExecutionContext, ExecutionResult
+from strawberry.types.graphql import OperationType
 
 from circuitreg import schema as circuit_schema
 from circuitreg.settings import Settings
@@ -45,11 +48,41 @@ def _should_mask(error: GraphQLError) -> bool:
     original = error.original_error
     if original is None or isinstance(original, GraphQLError):
         return False
+    if error.path is None and error.message.startswith("Expected value of type"):
+        # Validation of a literal whose scalar parser raised (an Int of 5,000 digits is a
+        # ValueError in int()): graphql-core's message names the value; no resolver ran.
+        return False
     return not isinstance(original, _CLIENT_ERRORS)
 
 
 class RegistrySchema(strawberry.Schema):
     """Logs client errors as one line and unexpected ones with their traceback."""
+
+    async def execute(
+        self,
+        query: str | None,
+        variable_values: dict[str, Any] | None = None,
+        context_value: Any | None = None,
+        root_value: Any | None = None,
+        operation_name: str | None = None,
+        allowed_operation_types: Iterable[OperationType] | None = None,
+        operation_extensions: dict[str, Any] | None = None,
+    ) -> ExecutionResult:
+        """Queries and mutations only: strawberry would run a subscription POSTed as JSON as
+        if it were a query (its resolver then fails); subscriptions go over WebSocket."""
+        if allowed_operation_types is None:
+            allowed_operation_types = DEFAULT_ALLOWED_OPERATION_TYPES
+        allowed = set(allowed_operation_types)
+        allowed.discard(OperationType.SUBSCRIPTION)
+        return await super().execute(
+            query,
+            variable_values,
+            context_value,
+            root_value,
+            operation_name,
+            allowed,
+            operation_extensions,
+        )
 
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
