@@ -13,7 +13,7 @@ bench's ``LN+MLP 4L4H d64`` (479 edges, so mask pruning's ``auto`` takes hard-co
 
 Writes ``bench/results/method_costs.md``.
 
-    python bench/method_costs.py [--device cuda] [--threads 2]
+    python bench/method_costs.py [--device cuda] [--threads 2] [--methods relp,eap] [--out PATH]
 """
 
 from __future__ import annotations
@@ -74,16 +74,19 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--mask-steps", type=int, default=300)
+    parser.add_argument("--methods", default="", help="comma-separated methods (default: all)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where to write the table")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     registry = default_registry()
+    names = args.methods.split(",") if args.methods else registry.names()
     lines = [
         "| model (task) | edges | ablation | method | seconds | forward | backward | kept edges |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for label, bridge, task, ablation in models(args.device):
         graph = ComputationalGraph.from_model(bridge)
-        for name in registry.names():
+        for name in names:
             info = registry.get(name)
             params = method_params(name, args.mask_steps, ablation)
             params = {"metric": task.default_metric} | params
@@ -115,9 +118,9 @@ def main() -> None:
         "",
     ]
     text = "\n".join([*header, *lines, ""])
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(text)
-    print(f"wrote {RESULTS}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ graded as 0 (``groundtruth.recover``).
 Writes ``bench/results/recovery.md``.
 
     python bench/recovery.py [--n 32] [--threads 2] [--mask-steps 300]
+        [--methods relp,eap,eap_ig] [--out PATH]
 """
 
 from __future__ import annotations
@@ -142,9 +143,11 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=32, help="prompt pairs per task")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--mask-steps", type=int, default=300)
+    parser.add_argument("--methods", default="", help="comma-separated methods (default: all)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where to write the table")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    methods = default_registry().names()
+    methods = args.methods.split(",") if args.methods else default_registry().names()
     lines = [
         "| case | true edges / all | ablation | method | ROC AUC | precision | recall | selected | "
         "selection | seconds |",
@@ -232,10 +235,10 @@ def main() -> None:
         f"{BAR_ABLATION} ablation): " + verdict,
         "",
     ]
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text("\n".join([*header, *lines, ""]))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join([*header, *lines, ""]))
     print(verdict)
-    print(f"wrote {RESULTS}")
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 
 ``circuitreg discover --model SPEC --task SPEC --method NAME --param k=v ... --out c.json``
 loads the model, builds the task, scores every edge with the method, selects a circuit
-(``--top-k``, ``--threshold`` or ``--greedy``; ACDC's own circuit when none is given) and
-writes the interchange document. Heavy imports happen inside the commands.
+(``--top-k``, ``--threshold``, ``--greedy`` or ``--optimal``; ACDC's own circuit when none is
+given) and writes the interchange document. Heavy imports happen inside the commands.
 """
 
 from __future__ import annotations
@@ -37,12 +37,22 @@ def parse_params(pairs: list[str]) -> dict[str, str]:
     return params
 
 
-def _selection(top_k: int | None, threshold: float | None, greedy: int | None) -> Any:
+def _selection(
+    top_k: int | None,
+    threshold: float | None,
+    greedy: int | None,
+    optimal: int | None = None,
+    time_limit: float | None = None,
+) -> Any:
     from circuitreg.workers.methods.selection import Selection
 
-    given = [v is not None for v in (top_k, threshold, greedy)]
+    given = [v is not None for v in (top_k, threshold, greedy, optimal)]
     if sum(given) > 1:
-        raise typer.BadParameter("give at most one of --top-k, --threshold and --greedy")
+        raise typer.BadParameter("give at most one of --top-k, --threshold, --greedy and --optimal")
+    if time_limit is not None and optimal is None:
+        raise typer.BadParameter("--time-limit goes with --optimal", param_hint="--time-limit")
+    if optimal is not None:
+        return Selection("optimal", optimal, time_limit=time_limit)
     if top_k is not None:
         return Selection("top_k", top_k)
     if threshold is not None:
@@ -62,6 +72,8 @@ def run_discovery(
     top_k: int | None = None,
     threshold: float | None = None,
     greedy: int | None = None,
+    optimal: int | None = None,
+    time_limit: float | None = None,
     device: str | None = None,
     seed: int = 0,
     show_progress: bool = True,
@@ -85,7 +97,7 @@ def run_discovery(
 
     info = default_registry().get(method)
     config = info.config(params)
-    selection = _selection(top_k, threshold, greedy)
+    selection = _selection(top_k, threshold, greedy, optimal, time_limit)
     torch.manual_seed(seed)
     steps.say(f"loading model {model_spec}")
     loaded = load_model(model_spec, device)
@@ -150,6 +162,12 @@ def register(app: typer.Typer) -> None:
         top_k: int | None = typer.Option(None, help="Keep the k highest-|score| edges."),
         threshold: float | None = typer.Option(None, help="Keep edges with |score| >= t."),
         greedy: int | None = typer.Option(None, help="Grow k edges back from the logits."),
+        optimal: int | None = typer.Option(
+            None, help="The connected k edges with the most |score| (MILP, HiGHS)."
+        ),
+        time_limit: float | None = typer.Option(
+            None, help="Seconds the --optimal solver may take (default 30)."
+        ),
         device: str | None = typer.Option(None, help="cpu, cuda:N or auto."),
         seed: int = typer.Option(0, help="Torch seed, recorded in the circuit."),
         quiet: bool = typer.Option(False, help="No progress bar or step lines."),
@@ -164,6 +182,7 @@ def register(app: typer.Typer) -> None:
             document = run_discovery(
                 model, task, method, params, out,
                 top_k=top_k, threshold=threshold, greedy=greedy,
+                optimal=optimal, time_limit=time_limit,
                 device=device, seed=seed, show_progress=not quiet,
             )  # fmt: skip
         except (ValueError, KeyError, RuntimeError) as exc:

@@ -41,9 +41,10 @@ class JobSpec(_Frozen):
         default_factory=dict,
         description=(
             "Method parameters (the method config's options, e.g. steps, batch_size); two keys"
-            " are the worker's own: selection = {mode: top_k|threshold|greedy, value,"
-            " prune_dangling} (default top_k 100) and seed (int). Validation jobs take the"
-            " validation config's options (faithfulness_min, n_random, ...)."
+            " are the worker's own: selection = {mode: top_k|threshold|greedy|optimal, value,"
+            " prune_dangling, time_limit (optimal only)} (default top_k 100) and seed (int)."
+            " Validation jobs take the validation config's options (faithfulness_min,"
+            " n_random, ...)."
         ),
     )
     ablation: str = Field(default="resample", min_length=1)

@@ -30,7 +30,11 @@ def gpt2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize(
     ("method", "extra"),
-    [("eap", ["--top-k", "20"]), ("acdc", ["--param", "tau=0.0001", "--param", "set_batch=8"])],
+    [
+        ("eap", ["--top-k", "20"]),
+        ("eap", ["--optimal", "20"]),
+        ("acdc", ["--param", "tau=0.0001", "--param", "set_batch=8"]),
+    ],
 )
 def test_discover_writes_a_valid_circuit(
     gpt2_dir: Path, tmp_path: Path, method: str, extra: list[str]
@@ -48,6 +52,8 @@ def test_discover_writes_a_valid_circuit(
     assert doc.id in result.output
     if method == "eap":
         assert 0 < len(doc.circuit_edges()) <= 20
+        mode = {"--top-k": "top_k", "--optimal": "optimal"}[extra[0]]
+        assert doc.provenance.extra["selection"]["mode"] == mode
     else:
         assert doc.provenance.extra["selection"]["mode"] == "mask"
 

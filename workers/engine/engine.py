@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -24,6 +25,7 @@ from circuitreg.workers.ablation import (
     dataset_mean,
 )
 from circuitreg.workers.engine.forward import Override, embed, run_forward
+from circuitreg.workers.engine.relevance import RelevanceRules
 from circuitreg.workers.engine.weights import EngineError, ModelWeights, read_weights
 from circuitreg.workers.graph import ComputationalGraph
 from circuitreg.workers.metrics import Metric, MetricFn, resolve_metric
@@ -184,22 +186,22 @@ class InterventionEngine:
         fixed_delta: bool = False,
         embedded: torch.Tensor | None = None,
         override: Override | None = None,
+        rules: RelevanceRules | None = None,
     ) -> torch.Tensor:
         """Logits at the read positions ``[S, N, P, V]`` for one batch and ``patch`` rows.
 
         Gradients flow to ``patch`` and ``embedded`` if they require them. ``fixed_delta``
         uses ``batch.delta`` as each writer's fixed perturbation (linear, for attribution)
-        instead of exact patching. More rows than one pass should hold (``sets_per_pass``)
-        run as several passes whose logits are joined, with or without gradients: a pass
-        that outgrows the cache is slower than several that fit, with gradients too (mask
-        pruning's samples).
+        instead of exact patching; ``rules`` makes the backward pass propagate LRP relevance
+        (RelP; the logits are unchanged). More rows than one pass should hold
+        (``sets_per_pass``) run as several passes whose logits are joined, with or without
+        gradients: a pass that outgrows the cache is slower than several that fit, with
+        gradients too (mask pruning's samples).
         """
         step = self.sets_per_pass(batch.task.n_examples)
         if patch is not None and patch.shape[0] > step:
-            parts = [
-                self.run(batch, rows, fixed_delta=fixed_delta, embedded=embedded, override=override)
-                for rows in patch.split(step)
-            ]
+            run = partial(self.run, batch, fixed_delta=fixed_delta, embedded=embedded)
+            parts = [run(rows, override=override, rules=rules) for rows in patch.split(step)]
             return torch.cat(parts)
         self.n_forward += 1
         out = run_forward(
@@ -211,6 +213,7 @@ class InterventionEngine:
             ablated=None if fixed_delta else batch.ablated,
             delta=batch.delta if fixed_delta else None,
             override=override,
+            rules=rules,
         )
         return out.logits
 

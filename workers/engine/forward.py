@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from circuitreg.workers.engine.blocks import head_outputs, mlp
+from circuitreg.workers.engine.relevance import RelevanceRules
 from circuitreg.workers.engine.strategies import (
     SharedPrefix,
     Strategies,
@@ -71,13 +72,19 @@ def run_forward(
     override: Override | None = None,
     record: bool = False,
     strategies: Strategies = Strategies(),
+    rules: RelevanceRules | None = None,
 ) -> ForwardOutput:
     """Run the model with edge interventions: ``reference_forward``'s result, fast.
 
     ``embedded`` ``[N, T, d]`` is the input node's output; ``positions`` ``[N, P]`` where logits
     are read; ``patch`` ``[S, E]`` (None: one unpatched run); ``ablated`` and ``delta``
-    ``[N|1, T, W, d]``. With ``record`` the writer outputs are returned too.
+    ``[N|1, T, W, d]``. With ``record`` the writer outputs are returned too. With ``rules``
+    the values are the same and the backward pass propagates LRP relevance (``relevance``).
     """
+    if rules is not None:
+        with rules.applied(weights):
+            args = (patch, ablated, delta, override, record, strategies)
+            return run_forward(weights, graph, embedded, positions, *args)
     if patch is not None:
         graph.check_edge_vector(patch)
         patch = patch.to(embedded.dtype)

@@ -25,6 +25,7 @@ import torch
 from pydantic import Field
 
 from circuitreg.workers.engine import InterventionEngine
+from circuitreg.workers.engine.relevance import RelevanceRules
 from circuitreg.workers.graph import ComputationalGraph
 from circuitreg.workers.methods.base import ConfigError, MethodConfig, ProgressFn, ScoreResult
 from circuitreg.workers.methods.registry import register_method
@@ -68,19 +69,23 @@ def node_scores_from_edges(scores: torch.Tensor, graph: ComputationalGraph) -> t
 
 
 def attribution_scores(
-    engine: InterventionEngine, progress: ProgressFn | None = None
+    engine: InterventionEngine,
+    progress: ProgressFn | None = None,
+    rules: RelevanceRules | None = None,
 ) -> torch.Tensor:
-    """Gradient of the metric w.r.t. the patch coefficients at zero, ``[n_edges]``."""
+    """Gradient of the metric w.r.t. the patch coefficients at zero, ``[n_edges]`` (with
+    ``rules``, the relevance-propagating one: RelP)."""
     total = torch.zeros(engine.graph.n_edges, dtype=torch.float64)
     batches = list(engine.batches())
     for i, batch in enumerate(batches):
         patch = torch.zeros(1, engine.graph.n_edges, device=engine.device, requires_grad=True)
-        value = engine.metric_of(batch, engine.run(batch, patch)).sum()
+        value = engine.metric_of(batch, engine.run(batch, patch, rules=rules)).sum()
         (grad,) = torch.autograd.grad(value, patch)
         engine.n_backward += 1
         total += grad[0].double().cpu()
         if progress is not None:
-            progress((i + 1) / len(batches), f"EAP batch {i + 1}/{len(batches)}")
+            name = "EAP" if rules is None else "RelP"
+            progress((i + 1) / len(batches), f"{name} batch {i + 1}/{len(batches)}")
     return total.float()
 
 

@@ -36,6 +36,19 @@ in the learned circuit when its logit is positive, i.e. its score exceeds 0.5: t
 ``threshold 0.5`` returns it, ``ScoreResult.circuit`` holds it (the selection a run uses when
 none is named), and ``extra`` its size, sparsity and metric, and a warning when it keeps less
 than half of the clean-vs-ablated metric gap (see ``_unfaithful_warning``).
+
+Warm start. With ``warm_start="eap_ig"`` EAP-IG (inputs variant, ``warm_start_steps`` steps,
+the same ablation, metric and batch size) scores the edges first and the logits start at
+
+    logit_e = init_logit * (2 r_e - 1),   r_e = (rank of |score_e| - 1) / (n_edges - 1)
+
+(ranks from 1 for the smallest |score|, ties sharing their average rank), so EAP-IG's best
+edge starts at ``+init_logit``, its worst at ``-init_logit`` and the median at 0 (keep
+probability 1/2). Ranks, not the normalised scores themselves, because attribution scores
+are heavy-tailed: ``|s| / max |s|`` would start nearly every edge near ``-init_logit``,
+including the edges EAP-IG cannot see (scored 0 though needed, see ``eap_ig``). Its passes
+are added to ``n_forward`` and ``n_backward``, and ``extra["warm_start"]`` records its params
+and cost.
 """
 
 from __future__ import annotations
@@ -44,7 +57,7 @@ import contextlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -90,8 +103,9 @@ def mask_pruning(
         set_batch=config.mask_samples,
     )  # fmt: skip
     distribution = make_distribution(config.parameterisation, config.temperature)
+    warm = _warm_start(model, task, graph, config, progress)
     with _frozen(model), _seeded(config.seed, engine.device):
-        trained = _train(engine, distribution, config, progress)
+        trained = _train(engine, distribution, config, progress, warm)
     learned = trained.logits
     circuit = deterministic_mask(learned)
     circuit_metric, clean_metric, ablated_metric = (float(v) for v in engine.evaluate_circuits(
@@ -102,8 +116,8 @@ def mask_pruning(
         edge_scores=torch.sigmoid(learned),
         method=MaskPruningConfig.method_name,
         params=config.to_dict(),  # what ran: rerunning with these reproduces it
-        n_forward=engine.n_forward,
-        n_backward=trained.n_backward,
+        n_forward=engine.n_forward + (warm.n_forward if warm is not None else 0),
+        n_backward=trained.n_backward + (warm.n_backward if warm is not None else 0),
         seconds=time.perf_counter() - started,
         circuit=circuit.bool(),
         extra={
@@ -121,6 +135,7 @@ def mask_pruning(
                 recovered, circuit_metric, clean_metric, distribution.through_model
             ),
             "requested": given.to_dict(),
+            "warm_start": _warm_record(warm),
             "history": trained.history,
             "corruption": task.corruption,
         },
@@ -141,6 +156,7 @@ def _train(
     distribution: MaskDistribution,
     config: MaskPruningConfig,
     progress: ProgressFn | None,
+    warm: ScoreResult | None = None,
 ) -> _Trained:
     """Adam on the mask logits against faithfulness plus the sparsity term, one batch a step.
 
@@ -151,7 +167,11 @@ def _train(
     batches = list(engine.batches())
     references = [_reference(engine, batch) for batch in batches]
     graph, device = engine.graph, engine.device
-    logits = torch.full((graph.n_edges,), config.init_logit, device=device, requires_grad=True)
+    if warm is None:
+        logits = torch.full((graph.n_edges,), config.init_logit, device=device, requires_grad=True)
+    else:
+        start = warm_logits(warm.edge_scores, config.init_logit)
+        logits = start.to(device, torch.get_default_dtype()).requires_grad_(True)
     multipliers = torch.zeros(2, device=device, requires_grad=True)
     optimiser = torch.optim.Adam([logits], lr=config.lr)
     ascent = torch.optim.SGD([multipliers], lr=config.lagrangian_lr, maximize=True)
@@ -189,6 +209,63 @@ def _train(
         if progress is not None:
             progress((step + 1) / config.steps, f"mask pruning: step {step + 1}/{config.steps}")
     return _Trained(logits.detach().cpu(), history, n_backward)
+
+
+def rank_fractions(scores: torch.Tensor) -> torch.Tensor:
+    """Per edge, ``(average rank of |score| - 1) / (n - 1)``: 0 for the smallest, 1 for the
+    largest, ties sharing their average (all 1 for a single edge)."""
+    from scipy.stats import rankdata
+
+    magnitude = scores.detach().abs().double().cpu().numpy()
+    if magnitude.size < 2:
+        return torch.ones(magnitude.size, dtype=torch.float64)
+    ranks = torch.from_numpy(rankdata(magnitude, method="average"))
+    return (ranks - 1) / (magnitude.size - 1)
+
+
+def warm_logits(scores: torch.Tensor, init_logit: float) -> torch.Tensor:
+    """The warm start's logits: ``init_logit * (2 r - 1)`` from the rank fractions ``r``."""
+    return init_logit * (2 * rank_fractions(scores) - 1)
+
+
+def _warm_start(
+    model: TransformerBridge,
+    task: TaskData,
+    graph: ComputationalGraph,
+    config: MaskPruningConfig,
+    progress: ProgressFn | None,
+) -> ScoreResult | None:
+    """EAP-IG's scores for the warm start (``None`` without one)."""
+    if config.warm_start == "none":
+        return None
+    from circuitreg.workers.methods.eap_ig import EAPIGConfig, eap_ig
+
+    ig = EAPIGConfig(
+        ablation=config.ablation,
+        metric=config.metric,
+        batch_size=config.batch_size,
+        steps=config.warm_start_steps,
+    )
+
+    def warm_progress(fraction: float, message: str) -> None:
+        if progress is not None:
+            progress(0.0, f"warm start: {message}")
+
+    return eap_ig(model, task, graph, ig, warm_progress if progress is not None else None)
+
+
+def _warm_record(warm: ScoreResult | None) -> dict[str, Any] | None:
+    """What ``extra["warm_start"]`` records: the warm start's method, params and cost."""
+    if warm is None:
+        return None
+    return {
+        "method": warm.method,
+        "params": warm.params,
+        "n_forward": warm.n_forward,
+        "n_backward": warm.n_backward,
+        "seconds": round(warm.seconds, 4),
+        "mapping": "logit = init_logit * (2 * rank_fraction(|score|) - 1)",
+    }
 
 
 # Below this share of the clean-vs-ablated gap the learned circuit is reported as unfaithful.

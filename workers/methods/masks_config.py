@@ -19,6 +19,7 @@ from circuitreg.workers.methods.masks_param import PARAMETERISATIONS, Parameteri
 Objective = Literal["metric", "kl"]
 SparsityControl = Literal["target", "lambda"]
 ParameterisationChoice = Literal["auto", "hard_concrete", "gumbel_sigmoid", "bernoulli_score"]
+WarmStart = Literal["none", "eap_ig"]
 if set(get_args(ParameterisationChoice)) != {"auto", *PARAMETERISATIONS}:  # one list of kinds
     raise ImportError("ParameterisationChoice and masks_param.PARAMETERISATIONS disagree")
 DEFAULT_TEMPERATURE: dict[str, float] = {"hard_concrete": 2 / 3, "gumbel_sigmoid": 1.0}
@@ -77,6 +78,14 @@ class MaskPruningConfig(MethodConfig):
         description="relaxation temperature; None: 2/3 (hc), 1 (gs), none (bernoulli)",
     )
     init_logit: float = Field(default=3.0, description="starting logit (keep ~all)")
+    warm_start: WarmStart = Field(
+        default="none",
+        description="none (every logit init_logit) or eap_ig: logit = init_logit * "
+        "(2 r - 1), r the edge's rank fraction of EAP-IG |score| (0 lowest, 1 highest)",
+    )
+    warm_start_steps: int = Field(
+        default=5, ge=1, description="EAP-IG integration steps of the warm start"
+    )
     warmup: float = Field(
         default=0.3, ge=0, le=1, description="fraction of steps over which the target ramps up"
     )

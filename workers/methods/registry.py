@@ -93,10 +93,14 @@ class MethodRegistry(Registry[MethodInfo]):
 BUILTIN_MODULES = (
     "circuitreg.workers.methods.eap",
     "circuitreg.workers.methods.eap_ig",
+    "circuitreg.workers.methods.relp",
     "circuitreg.workers.methods.acdc",
     "circuitreg.workers.methods.masks",
     "circuitreg.workers.methods.patching",
     "circuitreg.workers.methods.patching_path",
+    "circuitreg.workers.methods.ensemble",
+    "circuitreg.workers.methods.bootstrap",
+    "circuitreg.workers.methods.verified",
 )
 
 _MARK = "__circuitreg_method__"

@@ -1,23 +1,29 @@
-"""Turning edge scores into a circuit: threshold, top-k or greedy, then dangling-edge pruning.
+"""Turning edge scores into a circuit: threshold, top-k, greedy or optimal, then dangling-edge
+pruning.
 
 Scores are signed; selection ranks by absolute value (an edge that hurts the task is as much
 part of the mechanism as one that helps). After choosing, edges that lie on no
 ``input -> logits`` path of chosen edges are pruned, as MIB and EAP-IG do, so the circuit is
 always a connected computation. ``top_k`` K keeps K connected edges (walking further down
 the ranking as pruning drops some), and every shortfall comes with a one-line reason.
+``optimal`` K solves for the connected set of at most K edges with the most total |score|, as a
+mixed-integer program (``selection_optimal``).
 """
 
 from __future__ import annotations
 
 import heapq
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 
 from circuitreg.workers.graph import ComputationalGraph
+from circuitreg.workers.methods.selection_optimal import OPTIMAL_TIME_LIMIT, optimal_selection
 
-SelectionMode = Literal["threshold", "top_k", "greedy"]
+SelectionMode = Literal["threshold", "top_k", "greedy", "optimal"]
+SELECTION_MODES: tuple[str, ...] = ("threshold", "top_k", "greedy", "optimal")
 
 
 class SelectionError(ValueError):
@@ -26,25 +32,46 @@ class SelectionError(ValueError):
 
 @dataclass(frozen=True)
 class Selection:
-    """How to pick edges: ``threshold`` (|score| >= value), ``top_k`` (value edges) or
+    """How to pick edges: ``threshold`` (|score| >= value), ``top_k`` (value edges),
     ``greedy`` (grow from the logits backwards, always adding the best-scoring edge whose
-    target is already in the circuit, until ``value`` edges are chosen)."""
+    target is already in the circuit, until ``value`` edges are chosen) or ``optimal`` (the
+    set of at most ``value`` edges, all on input->logits paths, with the largest total
+    |score|: a MILP solved by HiGHS within ``time_limit`` seconds, default
+    ``OPTIMAL_TIME_LIMIT``; only ``optimal`` takes a time limit)."""
 
     mode: SelectionMode = "top_k"
     value: float = 100
     prune_dangling: bool = True
+    time_limit: float | None = None
 
     def __post_init__(self) -> None:
-        if self.mode not in ("threshold", "top_k", "greedy"):
-            raise SelectionError(f"selection mode {self.mode!r} is not threshold, top_k or greedy")
+        if self.mode not in SELECTION_MODES:
+            raise SelectionError(
+                f"selection mode {self.mode!r} is not threshold, top_k, greedy or optimal"
+            )
         if self.mode != "threshold" and (self.value < 0 or int(self.value) != self.value):
             raise SelectionError(f"{self.mode} needs a whole number of edges, got {self.value}")
         if self.mode == "threshold" and self.value < 0:
             raise SelectionError(f"threshold must be >= 0, got {self.value}")
+        if self.time_limit is not None:
+            if self.mode != "optimal":
+                raise SelectionError(f"only optimal takes a time_limit, not {self.mode}")
+            if not self.time_limit > 0 or not math.isfinite(self.time_limit):
+                raise SelectionError(f"time_limit must be > 0 seconds, got {self.time_limit}")
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe form, recorded with the circuit."""
-        return {"mode": self.mode, "value": self.value, "prune_dangling": self.prune_dangling}
+        """JSON-safe form, recorded with the circuit (``optimal``: with its time limit)."""
+        data: dict[str, Any] = {
+            "mode": self.mode, "value": self.value, "prune_dangling": self.prune_dangling
+        }  # fmt: skip
+        if self.mode == "optimal":
+            data["time_limit"] = self.solver_time_limit
+        return data
+
+    @property
+    def solver_time_limit(self) -> float:
+        """The MILP's time limit in seconds (``optimal``)."""
+        return OPTIMAL_TIME_LIMIT if self.time_limit is None else float(self.time_limit)
 
 
 @dataclass(frozen=True)
@@ -83,6 +110,20 @@ def explain_selection(
         mask = magnitude >= selection.value
         return SelectionOutcome(graph.prune_dangling(mask) if selection.prune_dangling else mask)
     k = int(selection.value)
+    if selection.mode == "optimal":
+        fallbacks = {"greedy": graph.prune_dangling(_greedy(magnitude, graph, k))}
+        ranked = _top_k(magnitude, graph, k, prune=True).mask
+        if int(ranked.sum()) <= k:
+            fallbacks["top_k"] = ranked
+        solved = optimal_selection(magnitude, graph, k, fallbacks, selection.solver_time_limit)
+        note = solved.note
+        kept = int(solved.mask.sum())
+        if note is None and kept < k:
+            note = (
+                f"optimal {k}: {kept} edges kept; no other edge with a non-zero score can join "
+                f"them on an input->logits path within {k} edges"
+            )
+        return SelectionOutcome(solved.mask, note)
     if selection.mode == "greedy":
         grown = _greedy(magnitude, graph, k)
         mask = graph.prune_dangling(grown) if selection.prune_dangling else grown

@@ -237,7 +237,7 @@ def _selection(raw: Any) -> Any:
         return None  # the method's own circuit, or its top edges (``default_selection``)
     if not isinstance(raw, dict):
         raise JobSpecError(f"params.selection must be an object, got {raw!r}")
-    unknown = sorted(set(raw) - {"mode", "value", "prune_dangling"})
+    unknown = sorted(set(raw) - {"mode", "value", "prune_dangling", "time_limit"})
     if unknown:
         raise JobSpecError(f"params.selection has unknown key(s) {', '.join(unknown)}")
     return Selection(**raw)

@@ -205,9 +205,13 @@ def validate_stability(
 def _document_selection(doc: CircuitDocument, n_edges: int) -> Selection:
     """The selection the document records; top-k of its size when it records a mask."""
     recorded = doc.provenance.extra.get("selection")
-    if isinstance(recorded, dict) and recorded.get("mode") in ("threshold", "top_k", "greedy"):
+    modes = ("threshold", "top_k", "greedy", "optimal")
+    if isinstance(recorded, dict) and recorded.get("mode") in modes:
         return Selection(
-            recorded["mode"], recorded["value"], bool(recorded.get("prune_dangling", True))
+            recorded["mode"],
+            recorded["value"],
+            bool(recorded.get("prune_dangling", True)),
+            recorded.get("time_limit") if recorded["mode"] == "optimal" else None,
         )
     return Selection("top_k", n_edges)
 
