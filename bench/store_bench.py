@@ -1,4 +1,4 @@
-"""Circuit store benchmark: write throughput and the latency of the five registry questions
+"""Circuit store benchmark: write throughput and the latency of the six registry questions
 as the registry grows to 10, 100, 1,000 and 10,000 circuits of 1,000 edges.
 
 Backends: embedded SQLite, embedded PostgreSQL (``--postgres-url``), FalkorDB (when
@@ -6,18 +6,26 @@ falkordblite is installed) and Neo4j (``--neo4j-uri``, or else the Neo4j Communi
 tests/neo4j_server, started here with a larger page cache). Circuits are MIB-named edges of a
 gpt2-small-shaped model (12 layers x 12 heads); 40% of each circuit's edges come from a core
 shared by all circuits (one task over checkpoints and seeds), the rest at random. After each
-growth stage the five questions are timed (median of ``--repeats``):
+growth stage the six questions are timed (median of ``--repeats``):
 
 * sharedSubcircuits over every stored circuit, min_support = half of them;
 * componentUsage of one head; circuitsWithEdge of one core edge;
 * motifSearch head -> head <k> in consecutive layers (first 100 matches);
-* circuitEvolution of the task over every checkpoint.
+* circuitEvolution of the task over every checkpoint;
+* similarCircuits of the newest circuit (first 10, role-aligned): the vector index's
+  candidates on Neo4j and FalkorDB, an exact scan of the hashed vectors on the embedded
+  store, each re-ranked by exact cosine.
+
+``--questions`` times a subset (e.g. ``--questions similarCircuits`` with ``--edges 100``
+to reach 10,000 circuits in minutes).
 
 On Neo4j the slowest question at the largest size is run again under ``PROFILE`` and its plan
 goes into the results file. A 100,000-circuit registry is extrapolated from the growth
 between the two largest sizes (latency ~ size^slope).
 
     python bench/store_bench.py --backends sqlite,neo4j --sizes 10,100,1000,10000
+    python bench/store_bench.py --backends sqlite,neo4j --sizes 1000,10000 --edges 100 \
+        --questions similarCircuits --output /tmp/similar.md
 """
 
 from __future__ import annotations
@@ -61,6 +69,7 @@ QUESTIONS = (
     "circuitsWithEdge",
     "motifSearch",
     "circuitEvolution",
+    "similarCircuits",
 )
 
 
@@ -123,7 +132,7 @@ class Timings:
 
 
 def questions(store: GraphStore, ids: list[str], core_edge: str) -> dict[str, Callable[[], int]]:
-    """The five questions over the stored circuits; each returns the size of its answer."""
+    """The six questions over the stored circuits; each returns the size of its answer."""
     motif = Motif(
         nodes={"a": NodePattern(kind="attn_head", layer=0), "b": NodePattern(layer=1)},
         edges=(MotifEdge(source="a", target="b", receiver="k"),),
@@ -137,6 +146,7 @@ def questions(store: GraphStore, ids: list[str], core_edge: str) -> dict[str, Ca
         "circuitsWithEdge": lambda: len(store.circuits_with_edge(MODEL, core_edge)),
         "motifSearch": lambda: len(store.motif_search(motif, limit=100)),
         "circuitEvolution": lambda: len(store.evolution(MODEL, TASK, METHOD).steps),
+        "similarCircuits": lambda: len(store.similar_circuits(ids[-1], first=10)),
     }
 
 
@@ -147,6 +157,7 @@ def measure(
     repeats: int,
     out: Timings,
     after_stage: Callable[[], None],
+    asked: tuple[str, ...] = QUESTIONS,
 ) -> None:
     """Grow the registry stage by stage; after each stage time every question (a question
     whose first run takes over 20 s is run once)."""
@@ -159,13 +170,15 @@ def measure(
             written += len(doc.edges)
         out.write_edges_per_s[size] = written / (time.perf_counter() - start)
         for name, ask in questions(store, ids, maker.core[0]).items():
+            if name not in asked:
+                continue
             times: list[float] = []
             while len(times) < repeats and sum(times) < 20:
                 t0 = time.perf_counter()
                 out.answer_size[(name, size)] = ask()
                 times.append(time.perf_counter() - t0)
             out.latency_s[(name, size)] = statistics.median(times)
-        row = {q: round(out.latency_s[(q, size)], 3) for q in QUESTIONS}
+        row = {q: round(out.latency_s[(q, size)], 3) for q in asked}
         rate = out.write_edges_per_s[size]
         print(f"  {size} circuits: write {rate:,.0f} edges/s, seconds {row}", flush=True)
         after_stage()
@@ -191,7 +204,10 @@ class RecordingSession:
 
 def profile_slowest(store: Any, maker: CircuitMaker, timings: Timings, size: int) -> str:
     """``PROFILE`` of the slowest statement of the slowest question at ``size`` (Neo4j)."""
-    slowest = max(QUESTIONS, key=lambda name: timings.latency_s[(name, size)])
+    slowest = max(
+        (q for q in QUESTIONS if (q, size) in timings.latency_s),
+        key=lambda name: timings.latency_s[(name, size)],
+    )
     recorder = RecordingSession(store.session)
     store.session = recorder
     try:
@@ -300,15 +316,17 @@ def report(results: dict[str, Timings], sizes: list[int], args: argparse.Namespa
     head = (
         f"# Circuit store (bench/store_bench.py)\n\n"
         f"`python bench/store_bench.py --backends {args.backends} --sizes "
-        f"{','.join(map(str, sizes))}`, run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+        f"{','.join(map(str, sizes))} --edges {args.edges} --questions {args.questions}`, "
+        f"run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
         f" on {platform.machine()}, Python {platform.python_version()}, 2 cores. Circuits of"
         f" {args.edges:,} edges on a gpt2-small-shaped model (40% shared core); latency is the"
         f" median of {args.repeats} runs, in ms. Servers run on the same machine as the client."
         "\n"
     )
     parts = [head]
+    asked = [q for q in QUESTIONS if q in args.questions.split(",")]
     for backend, t in results.items():
-        done = [s for s in sizes if (QUESTIONS[-1], s) in t.latency_s]
+        done = [s for s in sizes if (asked[-1], s) in t.latency_s]
         if not done:
             continue
         cols = [f"{s:,}" for s in done]
@@ -320,11 +338,14 @@ def report(results: dict[str, Timings], sizes: list[int], args: argparse.Namespa
         ]
         rate = " | ".join(f"{t.write_edges_per_s[s]:,.0f}" for s in done)
         lines.append(f"| write (edges/s) | {rate} | |")
-        for name in QUESTIONS:
+        for name in asked:
             cells = " | ".join(_ms(t.latency_s[(name, s)]) for s in done)
             lines.append(f"| {name} | {cells} | {extrapolate(t.latency_s, name, done)} |")
-        answers = " | ".join(str(t.answer_size[("sharedSubcircuits", s)]) for s in done)
-        lines += ["", f"sharedSubcircuits answer size (edges): {answers}.", ""]
+        lines.append("")
+        for name, unit in (("sharedSubcircuits", "edges"), ("similarCircuits", "circuits")):
+            if name in asked:
+                answers = " | ".join(str(t.answer_size[(name, s)]) for s in done)
+                lines += [f"{name} answer size ({unit}): {answers}.", ""]
         if t.profile:
             lines += [t.profile, ""]
         parts.append("\n".join(lines))
@@ -342,7 +363,14 @@ def main() -> None:
     parser.add_argument("--password", default="", help="Neo4j password for --neo4j-uri")
     parser.add_argument("--neo4j-pagecache-mib", type=int, default=4096)
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--questions", default=",".join(QUESTIONS), help="comma-separated subset to time"
+    )
     args = parser.parse_args()
+    unknown = set(args.questions.split(",")) - set(QUESTIONS)
+    if unknown:
+        raise SystemExit(f"unknown questions {sorted(unknown)}; known: {', '.join(QUESTIONS)}")
+    asked = tuple(q for q in QUESTIONS if q in args.questions.split(","))
     sizes = sorted(int(s) for s in args.sizes.split(","))
     maker = CircuitMaker(args.edges)
     results: dict[str, Timings] = {}
@@ -357,7 +385,7 @@ def main() -> None:
             open_backend(backend, args, Path(tmp)) as store,
         ):
             timings = results[backend] = Timings()
-            measure(store, maker, sizes, args.repeats, timings, write_report)
+            measure(store, maker, sizes, args.repeats, timings, write_report, asked)
             if backend == "neo4j":
                 timings.profile = profile_slowest(store, maker, timings, sizes[-1])
             write_report()

@@ -196,6 +196,12 @@ class ConsistencyReport(_Frozen):
     weighted_overlap: float
     rank_correlation: float | None
     shared_edges: int
+    canonical_cosine: float = Field(
+        description="Cosine of the canonical mechanism embeddings (edge importances)."
+    )
+    role_aligned_cosine: float = Field(
+        description="Cosine of the role-aligned embeddings (labelled heads by their roles)."
+    )
     performance_a: float | None = None
     performance_b: float | None = None
     performance_agrees: bool | None = None

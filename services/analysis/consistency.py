@@ -11,6 +11,11 @@ compared after mapping each component to a shared key:
   (``CircuitDocument.labels``: "previous-token head", "induction head"); components without
   a label are left out of the comparison and counted in the report's note.
 
+Whatever the alignment, the report also gives the cosine similarity of the two circuits'
+mechanism embeddings (``circuitreg.services.stores.embedding``, the vectors the registry's
+``similarCircuits`` ranks by): over canonical edges, and role-aligned (labelled components
+by their roles, unlabelled ones by name), so it is defined for any two circuits.
+
 ``input`` and ``logits`` map to themselves under every alignment, and edges keep their
 receiver (q, k, v), since which input of a head an edge feeds is part of the mechanism.
 Scores of the components or edges that fall on one key are summed (absolute values for the
@@ -39,6 +44,7 @@ from circuitreg.schema import (
     parse_node,
 )
 
+from ..stores.embedding import cosine, document_embedding
 from .orientation import document_sign
 from .results import FAITHFULNESS, latest_result
 
@@ -90,6 +96,12 @@ def compare_circuits(
         weighted_overlap=_weighted_overlap(circuit_a, circuit_b),
         rank_correlation=rank,
         shared_edges=len(shared),
+        canonical_cosine=cosine(
+            document_embedding(a, aligned=False), document_embedding(b, aligned=False)
+        ),
+        role_aligned_cosine=cosine(
+            document_embedding(a, aligned=True), document_embedding(b, aligned=True)
+        ),
         performance_a=perf_a,
         performance_b=perf_b,
         performance_agrees=agrees,

@@ -146,6 +146,13 @@ class MotifMatch(_Frozen):
     bindings: tuple[dict[str, str], ...]
 
 
+class SimilarCircuit(_Frozen):
+    """A circuit and the cosine of its mechanism embedding with the query circuit's."""
+
+    circuit: CircuitSummary
+    similarity: float = Field(description="Exact cosine of the sparse embeddings, in (0, 1].")
+
+
 class ComponentUse(_Frozen):
     """A circuit that contains a component, with the component's incident edge count."""
 
@@ -231,3 +238,17 @@ class GraphStore(Protocol):
 
     def motif_search(self, motif: Motif, limit: int = 100) -> list[MotifMatch]:
         """Circuits containing the motif, ordered by circuit id."""
+
+    def similar_circuits(
+        self, circuit_id: str, first: int = 10, aligned: bool = True
+    ) -> list[SimilarCircuit]:
+        """The ``first`` circuits whose mechanism embedding is closest to this circuit's.
+
+        Ranked by exact cosine (``embedding.cosine``), best first, ties by id; the circuit
+        itself and circuits sharing no edge key with it are left out. ``aligned`` compares
+        role-aligned embeddings (heads by their labelled roles), else canonical ones.
+        Candidates come from the backend's index over the hashed embeddings (an exact scan
+        on the embedded store, HNSW on Neo4j and FalkorDB; ``embedding.candidate_count`` of
+        them), so backends agree exactly whenever the registry holds no more circuits than
+        that, and beyond it wherever the approximate indexes find the exact neighbours.
+        """

@@ -74,6 +74,9 @@ def test_validate_twice_keeps_both_ablations_and_draws_charts(circuit: tuple[Pat
     assert report["alignment"] == "canonical"
     # Both sides are the same untrained circuit with undefined faithfulness: no verdict.
     assert report["edge_jaccard"] == 1.0 and report["performance_agrees"] is None
+    assert report["canonical_cosine"] == report["role_aligned_cosine"] == pytest.approx(1.0)
+    plain = runner.invoke(app, ["compare", str(path), str(path)])
+    assert "role_aligned_cosine" in plain.output and "canonical_cosine" in plain.output
 
 
 def test_bad_input_is_named_and_nothing_is_written(

@@ -34,6 +34,7 @@ from .types_results import (
     Evolution,
     MotifMatch,
     SharedSubcircuit,
+    SimilarCircuit,
 )
 
 MAX_SHARED_CIRCUITS = 200
@@ -222,6 +223,26 @@ class Query:
             max_page_size=services.settings.max_page_size,
             convert=MotifMatch.of,
         )
+
+    @strawberry.field(
+        permission_classes=READ,
+        description="Circuits whose mechanism is most like this one's, best first, itself "
+        "excluded: cosine of mechanism embeddings (edge importances; with aligned, heads "
+        "labelled with a role are compared by role, so other seeds and models match).",
+    )
+    async def similar_circuits(
+        self, info: Info, circuit: str, first: int = 10, aligned: bool = True
+    ) -> list[SimilarCircuit]:
+        services = info.context.services
+        check_first(first, services.settings.max_page_size)
+        circuit_id = await require_circuit(info, "circuit", circuit)
+        found = await services.call(services.store.similar_circuits, circuit_id, first, aligned)
+        for item in found:
+            info.context.loaders.summary.prime(item.circuit.id, item.circuit)
+        return [
+            SimilarCircuit(circuit=Circuit(summary=item.circuit), similarity=item.similarity)
+            for item in found
+        ]
 
     @strawberry.field(permission_classes=READ, description="A catalogued or circuit-only model.")
     async def model(self, info: Info, name: str) -> Model:

@@ -116,6 +116,12 @@ class ConsistencyReport:
     weighted_overlap: float
     rank_correlation: float | None
     shared_edges: int
+    canonical_cosine: float = strawberry.field(
+        description="Cosine of the canonical mechanism embeddings (edge importances)."
+    )
+    role_aligned_cosine: float = strawberry.field(
+        description="Cosine of the role-aligned mechanism embeddings (heads by their roles)."
+    )
     performance_a: float | None
     performance_b: float | None
     performance_agrees: bool | None

@@ -214,6 +214,16 @@ class ComponentUse:
 
 
 @strawberry.type
+class SimilarCircuit:
+    """A circuit and how alike its mechanism is to the query circuit's."""
+
+    circuit: Circuit
+    similarity: float = strawberry.field(
+        description="Exact cosine of the two mechanism embeddings, in (0, 1]."
+    )
+
+
+@strawberry.type
 class MotifBinding:
     """One motif variable bound to a component name."""
 

@@ -556,7 +556,7 @@ def circuit_edge_arrays(circuit_ids: Sequence[str]) -> Statement:
     return Statement(
         "circuit_edge_arrays",
         "MATCH (c:Circuit) WHERE c.id IN $ids "
-        "RETURN c.id AS id, c.edge_keys AS keys, c.edge_scores AS scores, "
+        "RETURN c.id AS id, c.model AS model, c.edge_keys AS keys, c.edge_scores AS scores, "
         "c.unscored_keys AS unscored",
         {"ids": list(circuit_ids)},
     )
@@ -652,6 +652,117 @@ def motif_matches(
     return Statement("motif_matches", "\n".join(lines), params)
 
 
+# -- mechanism embeddings (see ..embedding) ----------------------------------------------
+#
+# Each circuit node carries its hashed canonical embedding (``embedding``) and role-aligned
+# embedding (``role_embedding``), DIMENSIONS floats each, under the vector indexes of
+# migration V0003. Neo4j keeps plain float lists and is queried through
+# ``db.index.vector.queryNodes``; FalkorDB indexes only ``vecf32`` values and is queried
+# through ``db.idx.vector.queryNodes``, so those two statements have a FalkorDB twin each
+# (the dialect picks one). A circuit with no weighted edge has null vectors: unindexed.
+
+EMBEDDING = "embedding"
+ROLE_EMBEDDING = "role_embedding"
+VECTOR_INDEXES = {EMBEDDING: "circuit_embedding", ROLE_EMBEDDING: "circuit_role_embedding"}
+
+
+def _embedding_property(aligned: bool) -> str:
+    return ROLE_EMBEDDING if aligned else EMBEDDING
+
+
+def _embedding_target(pending: bool) -> str:
+    # A new circuit gets its vectors while pending (in its write, before it is visible);
+    # refreshes and the backfill set them on committed circuits.
+    return "PendingCircuit" if pending else "Circuit"
+
+
+@builder
+def set_embeddings(rows: Sequence[dict[str, Any]], *, pending: bool = False) -> Statement:
+    """Set both hashed embeddings of circuits (rows: id, embedding, role_embedding)."""
+    return Statement(
+        "set_embeddings",
+        f"UNWIND $rows AS row MATCH (c:{_embedding_target(pending)} {{id: row.id}}) "
+        "SET c.embedding = row.embedding, c.role_embedding = row.role_embedding "
+        "RETURN count(c) AS n",
+        {"rows": list(rows)},
+    )
+
+
+@builder
+def falkor_set_embeddings(rows: Sequence[dict[str, Any]], *, pending: bool = False) -> Statement:
+    """``set_embeddings`` for FalkorDB, whose vector index reads only ``vecf32`` values."""
+    return Statement(
+        "falkor_set_embeddings",
+        f"UNWIND $rows AS row MATCH (c:{_embedding_target(pending)} {{id: row.id}}) "
+        "SET c.embedding = CASE WHEN row.embedding IS NULL THEN NULL "
+        "ELSE vecf32(row.embedding) END, "
+        "c.role_embedding = CASE WHEN row.role_embedding IS NULL THEN NULL "
+        "ELSE vecf32(row.role_embedding) END "
+        "RETURN count(c) AS n",
+        {"rows": list(rows)},
+    )
+
+
+@builder
+def vector_candidates(aligned: bool, k: int, vector: Sequence[float]) -> Statement:
+    """The ``k`` circuits nearest ``vector`` in Neo4j's vector index (approximate, HNSW)."""
+    return Statement(
+        "vector_candidates",
+        "CALL db.index.vector.queryNodes($index, $k, $vector) YIELD node RETURN node.id AS id",
+        {"index": VECTOR_INDEXES[_embedding_property(aligned)], "k": k, "vector": list(vector)},
+    )
+
+
+@builder
+def falkor_vector_candidates(aligned: bool, k: int, vector: Sequence[float]) -> Statement:
+    """The same from FalkorDB's vector index on (:Circuit)."""
+    return Statement(
+        "falkor_vector_candidates",
+        "CALL db.idx.vector.queryNodes('Circuit', $attribute, $k, vecf32($vector)) "
+        "YIELD node RETURN node.id AS id",
+        {"attribute": _embedding_property(aligned), "k": k, "vector": list(vector)},
+    )
+
+
+@builder
+def circuits_holding(model: str, components: Sequence[str]) -> Statement:
+    """Circuits of a model holding any of the components (in the circuit or an edge end)."""
+    return Statement(
+        "circuits_holding",
+        "MATCH (c:Circuit)-[:CONTAINS]->(x:Component {model: $model}) "
+        "WHERE x.name IN $names RETURN DISTINCT c.id AS id",
+        {"model": model, "names": list(components)},
+    )
+
+
+@builder
+def models_role_labels(models: Sequence[str]) -> Statement:
+    """Role labels of the components of several models."""
+    return Statement(
+        "models_role_labels",
+        "MATCH (l:RoleLabel) WHERE l.model IN $models "
+        "RETURN l.model AS model, l.component AS component, l.label AS label",
+        {"models": list(models)},
+    )
+
+
+@builder
+def circuits_without_embedding(after: str, limit: int) -> Statement:
+    """A page (by id) of circuits with no embedding yet: the backfill's work list."""
+    return Statement(
+        "circuits_without_embedding",
+        "MATCH (c:Circuit) WHERE c.id > $after AND c.embedding IS NULL "
+        "RETURN c.id AS id ORDER BY id LIMIT $limit",
+        {"after": after, "limit": limit},
+    )
+
+
+@builder
+def await_index(name: str) -> Statement:
+    """Wait until a Neo4j index is online (a new vector index populates in the background)."""
+    return Statement("await_index", "CALL db.awaitIndex($name, 300)", {"name": name})
+
+
 # -- FalkorDB schema (its index syntax differs from Neo4j's; see dialect.py) -------------
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -679,5 +790,17 @@ def falkor_relationship_index(rel_type: str, prop: str) -> Statement:
     return Statement(
         "falkor_relationship_index",
         f"CREATE INDEX FOR ()-[r:{_identifier(rel_type)}]-() ON (r.{_identifier(prop)})",
+        {},
+    )
+
+
+@builder
+def falkor_vector_index(label: str, prop: str, dimensions: int, similarity: str) -> Statement:
+    """FalkorDB's ``CREATE VECTOR INDEX`` (no name, no IF NOT EXISTS, its own options)."""
+    return Statement(
+        "falkor_vector_index",
+        f"CREATE VECTOR INDEX FOR (n:{_identifier(label)}) ON (n.{_identifier(prop)}) "
+        f"OPTIONS {{dimension: {int(dimensions)}, "
+        f"similarityFunction: '{_identifier(similarity)}'}}",
         {},
     )

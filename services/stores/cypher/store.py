@@ -47,6 +47,7 @@ from ..common import (
     utc,
     validation_key,
 )
+from ..embedding import candidate_count, dense, document_edges, embedding, rank
 from ..types import (
     CircuitDiff,
     CircuitFilter,
@@ -57,6 +58,7 @@ from ..types import (
     MotifMatch,
     Page,
     SharedSubcircuit,
+    SimilarCircuit,
 )
 from . import queries as q
 from .edge_arrays import (
@@ -69,7 +71,7 @@ from .edge_arrays import (
 )
 from .recording import execute, execute_many
 from .session import CypherSession
-from .writes import batches, dedupe_statements, write_statements
+from .writes import batches, dedupe_statements, embedding_row, write_statements
 
 
 class CypherStore:
@@ -112,7 +114,18 @@ class CypherStore:
         circuit_id = doc.id
         atomic = self.session.dialect.atomic_writes
         if not self._run(q.circuit_exists(circuit_id)):
-            statements = write_statements(doc, job_id, dense_scores_uri, atomic=atomic)
+            # The role-aligned embedding reads the model's stored labels and the document's.
+            names = sorted({n for e in doc.circuit_edges() for n in (e.source, e.target)})
+            stored = self._labels_of([doc.model.name], names).get(doc.model.name, {})
+            labels = {n: sorted({*stored.get(n, ()), *doc.labels.get(n, ())}) for n in names}
+            row = embedding_row(circuit_id, document_edges(doc), labels)
+            statements = write_statements(
+                doc,
+                job_id,
+                dense_scores_uri,
+                atomic=atomic,
+                embeddings=self.session.dialect.set_embeddings([row], pending=True),
+            )
             try:
                 execute_many(self.session, statements)
             except Exception:
@@ -124,6 +137,11 @@ class CypherStore:
                 # FalkorDB: writers racing this one may have MERGEd the same relationships;
                 # each cleans up after its own writes, so the last leaves one of each.
                 execute_many(self.session, dedupe_statements(circuit_id))
+            # Labels the document brings re-align the model's other circuits holding them.
+            self._refresh_role_embeddings(
+                doc.model.name,
+                [n for n, ls in doc.labels.items() if set(ls) - set(stored.get(n, ()))],
+            )
         self._add_validations(circuit_id, doc.validation)
         return circuit_id
 
@@ -171,6 +189,7 @@ class CypherStore:
         check_nonempty("label", label)
         if not self._run(q.model_exists(model)):
             raise UnknownModelError(model)
+        known = self._labels_of([model], [component]).get(model, {}).get(component, [])
         row = {
             "key": f"{model}|{component}|{label}",
             "model": model,
@@ -178,6 +197,8 @@ class CypherStore:
             "label": label,
         }
         self._run(q.merge_role_labels([row]))
+        if label not in known:  # the circuits holding the component now align it by role
+            self._refresh_role_embeddings(model, [component])
 
     # -- reads -----------------------------------------------------------------------------
     def resolve(self, ref: str) -> str | None:
@@ -396,7 +417,102 @@ class CypherStore:
             for r in rows
         ]
 
+    def similar_circuits(
+        self, circuit_id: str, first: int = 10, aligned: bool = True
+    ) -> list[SimilarCircuit]:
+        """Candidates from the vector index, re-ranked by exact sparse cosine."""
+        check_page_size(first)
+        edges, models = self._edge_scores([circuit_id])
+        labels = self._labels_of([models[circuit_id]]) if aligned else {}
+        query = embedding(edges[circuit_id], labels.get(models[circuit_id], {}), aligned=aligned)
+        vector = dense(query)
+        if vector is None:
+            return []
+        statement = self.session.dialect.vector_candidates(
+            aligned, candidate_count(first) + 1, vector
+        )
+        near = sorted({str(r["id"]) for r in self._run(statement)} - {circuit_id})
+        cand_edges, cand_models = self._edge_scores(near)
+        if aligned:
+            labels.update(self._labels_of(sorted(set(cand_models.values()) - set(labels))))
+        vectors = {
+            cid: embedding(cand_edges[cid], labels.get(cand_models[cid], {}), aligned=aligned)
+            for cid in near
+        }
+        ranked = rank(query, vectors, first, exclude=circuit_id)
+        summaries = self.get_summaries([cid for cid, _ in ranked])
+        return [SimilarCircuit(circuit=summaries[cid], similarity=sim) for cid, sim in ranked]
+
+    def backfill_embeddings(self, page: int = 500) -> int:
+        """Set the hashed embeddings of every circuit without them (migration V0004)."""
+        done, after = 0, ""
+        while rows := self._run(q.circuits_without_embedding(after, page)):
+            ids = [str(r["id"]) for r in rows]
+            self._set_embeddings(ids)
+            done += len(ids)
+            after = ids[-1]
+        return done
+
     # -- helpers ---------------------------------------------------------------------------
+    def _set_embeddings(self, circuit_ids: Sequence[str]) -> None:
+        """Recompute both hashed embeddings of committed circuits from their edges."""
+        for batch in batches(list(circuit_ids), 200):
+            edges, models = self._edge_scores(batch)
+            labels = self._labels_of(sorted(set(models.values())))
+            rows = [embedding_row(cid, edges[cid], labels.get(models[cid], {})) for cid in batch]
+            self._run(self.session.dialect.set_embeddings(rows))
+
+    def _refresh_role_embeddings(self, model: str, components: Sequence[str]) -> None:
+        """A new role label changes the role-aligned embedding of exactly the model's
+        circuits holding that component (canonical embeddings never read labels)."""
+        if components:
+            rows = self._run(q.circuits_holding(model, sorted(set(components))))
+            self._set_embeddings(sorted(str(r["id"]) for r in rows))
+
+    def _edge_scores(
+        self, circuit_ids: Sequence[str]
+    ) -> tuple[dict[str, list[tuple[str, float | None]]], dict[str, str]]:
+        """(edge name, score) per stored edge of each circuit, and each circuit's model."""
+        with_arrays, without = self._edge_arrays(list(circuit_ids))
+        edges: dict[str, list[tuple[str, float | None]]] = {}
+        models: dict[str, str] = {}
+        for row in with_arrays:
+            cid = str(row["id"])
+            models[cid] = str(row["model"])
+            pairs: list[tuple[str, float | None]] = [
+                (edge_of(k), float(v)) for k, v in zip(row["keys"], row["scores"], strict=True)
+            ]
+            pairs.extend((edge_of(k), None) for k in row["unscored"])
+            edges[cid] = pairs
+        if without:
+            for summary in self.get_summaries(without).values():
+                models[summary.id] = summary.model
+                edges[summary.id] = []
+            for batch in batches(without, 200):
+                for f in self._run(q.circuit_flows(batch)):
+                    score = f["score"]
+                    edges[str(f["circuit"])].append(
+                        (str(f["edge"]), None if score is None else float(score))
+                    )
+        return edges, models
+
+    def _labels_of(
+        self, models: Sequence[str], components: Sequence[str] | None = None
+    ) -> dict[str, dict[str, list[str]]]:
+        """Role labels per model and component (all components, or those named)."""
+        out: dict[str, dict[str, list[str]]] = {m: {} for m in models}
+        if not models:
+            return out
+        if components is not None and len(models) == 1:
+            rows = [
+                {"model": models[0], **r} for r in self._run(q.role_labels(models[0], components))
+            ]
+        else:
+            rows = self._run(q.models_role_labels(models))
+        for row in rows:
+            out[str(row["model"])].setdefault(str(row["component"]), []).append(str(row["label"]))
+        return out
+
     def _require(self, circuit_id: str) -> None:
         if not self._run(q.circuit_exists(circuit_id)):
             raise UnknownCircuitError(circuit_id)

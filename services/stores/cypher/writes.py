@@ -8,12 +8,13 @@ circuit is written as (:PendingCircuit) and only the last statement relabels it 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from circuitreg.schema import CircuitDocument
 
 from ..common import EndpointIndex, stored_components, utc
+from ..embedding import canonical_embedding, dense, role_aligned_embedding
 from . import queries as q
 from .edge_arrays import array_props, flow_key
 
@@ -41,11 +42,14 @@ def write_statements(
     dense_scores_uri: str | None,
     *,
     atomic: bool,
+    embeddings: q.Statement | None = None,
 ) -> list[q.Statement]:
     """The statements that write one circuit, ending with the one that makes it visible.
 
     ``atomic``: the engine runs them in one transaction (Neo4j), so edges are CREATEd (see
     ``queries.create_flows``); otherwise (FalkorDB) they are MERGEd so that a retry is exact.
+    ``embeddings`` sets the pending circuit's hashed embeddings (the dialect's statement,
+    see ``embedding_row``), so the circuit is indexed as it becomes visible.
     """
     model = doc.model
     circuit_id = doc.id
@@ -168,8 +172,24 @@ def write_statements(
     ]
     if label_rows:
         stmts.append(q.merge_role_labels(label_rows))
+    if embeddings is not None:
+        stmts.append(embeddings)
     stmts.append(q.commit_circuit(circuit_id, model.name, ckpt_key))
     return stmts
+
+
+def embedding_row(
+    circuit_id: str,
+    edges: Sequence[tuple[str, float | None]],
+    labels: Mapping[str, Sequence[str]],
+) -> dict[str, Any]:
+    """One circuit's row for ``set_embeddings``: its hashed canonical and role-aligned
+    embeddings (null when it has no weighted edge, so the vector index skips it)."""
+    return {
+        "id": circuit_id,
+        "embedding": dense(canonical_embedding(edges)),
+        "role_embedding": dense(role_aligned_embedding(edges, labels)),
+    }
 
 
 def dedupe_statements(circuit_id: str) -> list[q.Statement]:

@@ -46,6 +46,7 @@ from ..common import (
     motif_bindings,
     shape_shared,
 )
+from ..embedding import candidate_count, dense, embedding, rank
 from ..types import (
     CircuitDiff,
     CircuitFilter,
@@ -56,6 +57,7 @@ from ..types import (
     MotifMatch,
     Page,
     SharedSubcircuit,
+    SimilarCircuit,
 )
 from .documents import load_document
 from .models import (
@@ -74,6 +76,7 @@ from .models import (
 )
 from .shared import shared_edges_sql
 from .summaries import apply_filter, load_summaries, summary_select
+from .vectors import edge_scores, model_labels, nearest, refresh_aligned
 from .writer import add_validations, insert_ignore, write_circuit
 
 MOTIF_CHUNK = 200
@@ -146,11 +149,13 @@ class EmbeddedStore:
         check_nonempty("label", label)
         with self.engine.begin() as conn:
             model_id = self._model_id(conn, model)
-            insert_ignore(
+            added = insert_ignore(
                 conn,
                 ComponentLabel.__table__,  # type: ignore[arg-type]
                 [{"model_id": model_id, "component": component, "label": label}],
             )
+            if added:  # the circuits holding the component now align it by its new role
+                refresh_aligned(conn, model_id, [component])
 
     # -- reads -----------------------------------------------------------------------------
     def resolve(self, ref: str) -> str | None:
@@ -384,6 +389,41 @@ class EmbeddedStore:
                         if len(matches) >= limit:
                             return matches
         return matches
+
+    def similar_circuits(
+        self, circuit_id: str, first: int = 10, aligned: bool = True
+    ) -> list[SimilarCircuit]:
+        """Nearest hashed vectors by an exact scan, re-ranked by exact sparse cosine."""
+        check_page_size(first)
+        with self.engine.connect() as conn:
+            pk, model_id = self._pks(conn, [circuit_id])[circuit_id]
+            labels = model_labels(conn, [model_id]) if aligned else {}
+            query = embedding(
+                edge_scores(conn, [pk])[pk], labels.get(model_id, {}), aligned=aligned
+            )
+            vector = dense(query)
+            if vector is None:
+                return []
+            near = nearest(conn, vector, aligned=aligned, k=candidate_count(first) + 1)
+            rows = (
+                conn.execute(
+                    select(CircuitRow.pk, CircuitRow.id, CircuitRow.model_id).where(
+                        CircuitRow.pk.in_([p for p in near if p != pk])
+                    )
+                )
+                .tuples()
+                .all()
+            )
+            edges = edge_scores(conn, [p for p, _, _ in rows])
+            if aligned:
+                labels.update(model_labels(conn, {m for _, _, m in rows} - set(labels)))
+            vectors = {
+                cid: embedding(edges[p], labels.get(m, {}), aligned=aligned) for p, cid, m in rows
+            }
+            ranked = rank(query, vectors, first, exclude=circuit_id)
+            stmt = summary_select().where(CircuitRow.id.in_([cid for cid, _ in ranked]))
+            summaries = {s.id: s for s in load_summaries(conn, stmt)}
+        return [SimilarCircuit(circuit=summaries[cid], similarity=sim) for cid, sim in ranked]
 
     # -- helpers ---------------------------------------------------------------------------
     def _pk(self, conn: Connection, circuit_id: str) -> int:

@@ -26,6 +26,7 @@ from ..common import (
     stored_components,
     validation_key,
 )
+from ..embedding import document_edges
 from .models import (
     NO_POSITION,
     CircuitComponent,
@@ -40,6 +41,7 @@ from .models import (
     Run,
     ValidationRow,
 )
+from .vectors import model_labels, refresh_aligned, write_embedding
 
 BATCH = 2000
 
@@ -322,11 +324,18 @@ def write_circuit(
         add_validations(conn, circuit_pk, doc.validation)
         return circuit_id
     _insert_members(conn, doc, model_id, circuit_pk, comps)
+    before = model_labels(conn, [model_id])[model_id]
     label_rows = [
         {"model_id": model_id, "component": name, "label": label}
         for name, labels in sorted(doc.labels.items())
         for label in labels
     ]
     insert_ignore(conn, _table(ComponentLabel), label_rows)
+    # The role-aligned embedding reads every label of the model, and labels this document
+    # brings change the embeddings of the model's other circuits holding those components.
+    labels = model_labels(conn, [model_id])[model_id]
+    write_embedding(conn, circuit_pk, document_edges(doc), labels)
+    relabelled = {n for n, ls in doc.labels.items() if set(ls) - set(before.get(n, ()))}
+    refresh_aligned(conn, model_id, relabelled)
     add_validations(conn, circuit_pk, doc.validation)
     return circuit_id

@@ -284,3 +284,45 @@ async def test_api_models_and_tasks_from_the_catalogue(
     }
     assert circuit["task"] == {"name": "induction", "catalogued": True}
     assert data["model"] == {"name": "unknown-model", "catalogued": False}
+
+
+SIMILAR = """query($c: String!, $first: Int, $aligned: Boolean) {
+  similarCircuits(circuit: $c, first: $first, aligned: $aligned) {
+    similarity circuit { id modelName } } }"""
+
+
+async def test_api_similar_circuits_by_role_and_by_name(
+    registry: Registry, reader: httpx.AsyncClient
+) -> None:
+    query = registry.store.put_circuit(make_doc(INDUCTION, score=1.0))
+    near = registry.store.put_circuit(make_doc(INDUCTION[1:], score=1.0))
+    # Another seed's model: the same mechanism on other heads.
+    other_seed = ["input->a0.h3<v>", "a0.h3->a1.h0<k>", "a1.h0->logits"]
+    other = registry.store.put_circuit(make_doc(other_seed, model="toy-seed1", score=1.0))
+    registry.store.put_circuit(make_doc(["input->logits"]))  # shares nothing
+    registry.store.set_alias("canonical", query)
+    for model, prev, ind in (("toy", "a0.h1", "a1.h2"), ("toy-seed1", "a0.h3", "a1.h0")):
+        registry.store.label_component(model, prev, "previous-token head")
+        registry.store.label_component(model, ind, "induction head")
+    aligned = await gql(reader, SIMILAR, c="canonical")
+    assert aligned["data"]["similarCircuits"] == [
+        {"similarity": pytest.approx(1.0), "circuit": {"id": other, "modelName": "toy-seed1"}},
+        {"similarity": pytest.approx(2 / 6**0.5), "circuit": {"id": near, "modelName": "toy"}},
+    ]
+    by_name = await gql(reader, SIMILAR, c=query, aligned=False, first=5)
+    assert [h["circuit"]["id"] for h in by_name["data"]["similarCircuits"]] == [near]
+    compare = await gql(
+        reader,
+        """query($a: String!, $b: String!) { compareCircuits(a: $a, b: $b, alignment: "roles") {
+            consistency { canonicalCosine roleAlignedCosine } } }""",
+        a=query,
+        b=other,
+    )
+    assert compare["data"]["compareCircuits"]["consistency"] == {
+        "canonicalCosine": 0.0,
+        "roleAlignedCosine": pytest.approx(1.0),
+    }
+    unknown = await gql(reader, SIMILAR, c="nope")
+    assert error_messages(unknown) == ["circuit: no circuit with id or alias 'nope'"]
+    too_many = await gql(reader, SIMILAR, c=query, first=1000)
+    assert error_messages(too_many) == ["first: must be between 1 and 100, got 1000"]

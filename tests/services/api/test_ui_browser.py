@@ -353,6 +353,7 @@ def test_ui_compare_colours_the_three_edge_sets(page: Any, served: Served, tmp_p
     assert page.inner_text("#count-onlyB") == str(len(edges_b - edges_a))
     assert page.inner_text("#count-both") == str(len(edges_a & edges_b))
     assert "edge Jaccard" in page.inner_text("#consistency-table")
+    assert "cosine (role-aligned)" in page.inner_text("#consistency-table")
     assert b not in page.inner_text("#count-onlyB")  # sanity: counts, not ids
     page.screenshot(path=_artifacts(tmp_path) / "compare.png")
     page.goto(f"{served.base_url}/ui/#compare?a=no-such-circuit&b=ui-final")

@@ -58,6 +58,8 @@ def answers(store: GraphStore, ids: dict[str, str]) -> dict[str, Any]:
         "motif_roles": store.motif_search(motif),
         "motif_kinds": store.motif_search(kinds, limit=3),
         "resolve": store.resolve("induction/canonical"),
+        "similar": {k: store.similar_circuits(v, first=3) for k, v in ids.items()},
+        "similar_canonical": {k: store.similar_circuits(v, aligned=False) for k, v in ids.items()},
     }
     for name in ("min_faithfulness", "max_faithfulness"):
         out[name] = store.list_circuits(CircuitFilter(**{name: 0.75}), first=100)
@@ -83,6 +85,7 @@ def test_store_every_query_equal_across_backends(
         results[backend] = answers(store, ids)
     reference = results["sqlite"]
     assert reference["shared"].edges and reference["motif_roles"] and reference["paths"]
+    assert all(reference["similar"].values()) and all(reference["similar_canonical"].values())
     for backend, got in results.items():
         for query, expected in reference.items():
             assert got[query] == expected, f"{backend} differs from sqlite on {query}"

@@ -9,7 +9,8 @@ export const COLOURS = { onlyA: "#ff7f0e", onlyB: "#9467bd", both: "#2ca02c" };
 const REPORT = `query Cmp($a: String!, $b: String!) { compareCircuits(a: $a, b: $b) {
   a { id modelName checkpoint } b { id modelName checkpoint }
   consistency { alignment edgeJaccard nodeJaccard weightedOverlap rankCorrelation sharedEdges
-    performanceA performanceB performanceAgrees tolerance note } } }`;
+    canonicalCosine roleAlignedCosine performanceA performanceB performanceAgrees tolerance
+    note } } }`;
 const part = (field) => `query P($a: String!, $b: String!, $first: Int!, $after: String) {
   compareCircuits(a: $a, b: $b) { ${field}(first: $first, after: $after) {
     pageInfo { hasNextPage endCursor } nodes } } }`;
@@ -70,6 +71,8 @@ export async function render(root, params, app) {
               ["weighted overlap", num(c.weightedOverlap)],
               ["rank correlation", num(c.rankCorrelation)],
               ["shared edges", String(c.sharedEdges)],
+              ["cosine (canonical)", num(c.canonicalCosine)],
+              ["cosine (role-aligned)", num(c.roleAlignedCosine)],
               ["performance a", num(c.performanceA)],
               ["performance b", num(c.performanceB)],
               ["performance agrees", c.performanceAgrees === null ? "—" : String(c.performanceAgrees)],
