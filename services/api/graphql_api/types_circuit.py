@@ -13,6 +13,7 @@ import strawberry
 from strawberry.scalars import JSON
 
 from circuitreg import schema as cs
+from circuitreg.services.analysis.results import FAITHFULNESS, latest_result
 from circuitreg.services.stores.types import CircuitSummary
 
 from .context import Info
@@ -203,9 +204,35 @@ class Circuit:
     def n_edges(self) -> int:
         return self.summary.n_edges
 
-    @strawberry.field(description="Latest faithfulness, if validated.")
+    @strawberry.field(
+        description="Latest faithfulness, if validated; null also when it is undefined "
+        "(see faithfulnessUndefined)."
+    )
     def faithfulness(self) -> float | None:
         return self.summary.faithfulness
+
+    @strawberry.field(
+        description="The clean-minus-ablated metric gap the latest faithfulness was "
+        "normalised by, if validated."
+    )
+    async def faithfulness_gap(self, info: Info) -> float | None:
+        values = await self._latest_faithfulness(info)
+        gap = None if values is None else values.get("gap")
+        return float(gap) if isinstance(gap, int | float) else None
+
+    @strawberry.field(
+        description="Why the latest faithfulness is undefined (its gap is within noise of "
+        "zero), or null when it is defined or the circuit is not validated."
+    )
+    async def faithfulness_undefined(self, info: Info) -> str | None:
+        values = await self._latest_faithfulness(info)
+        reason = None if values is None else values.get("undefined")
+        return str(reason) if reason else None
+
+    async def _latest_faithfulness(self, info: Info) -> dict[str, object] | None:
+        """The latest faithfulness result's values (the document is loaded once a request)."""
+        result = latest_result(await self.document(info), FAITHFULNESS)
+        return None if result is None else dict(result.values)
 
     @strawberry.field
     def tags(self) -> list[str]:

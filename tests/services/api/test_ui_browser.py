@@ -85,10 +85,23 @@ def _edges_at(step: int, seed: int = 0) -> dict[str, float]:
     return edges
 
 
+UNDEFINED_REASON = "the clean-ablated gap 0.002 is within 2 standard errors (0.01) of zero"
+
+
 def _document(step: int, model: str = MODEL, seed: int = 0) -> CircuitDocument:
     scores = _edges_at(step, seed)
     nodes = sorted({n for name in scores for n in name.split("<")[0].split("->")})
     validation: tuple[ValidationResult, ...] = ()
+    if step == STEPS[0] and model == MODEL:  # untrained: its clean-ablated gap is noise
+        validation = (
+            ValidationResult(
+                name="faithfulness",
+                ablation="resample",
+                metric="logit_diff",
+                values={"faithfulness": None, "gap": 0.002, "undefined": UNDEFINED_REASON},
+                passed=None,
+            ),
+        )
     if step == STEPS[-1] and model == MODEL:
         validation = (
             ValidationResult(
@@ -311,7 +324,20 @@ def test_ui_circuit_view_draws_the_induction_heads(
     assert page.inner_text("#edges-shown") == str(len(strong))
     assert page.locator("#faithfulness-curve polyline").count() == 2
     assert page.locator("#controls-table tbody tr").count() == 2
+    assert page.inner_text("#faithfulness-value") == "0.910"
     page.screenshot(path=_artifacts(tmp_path) / "circuit.png")
+
+
+def test_ui_undefined_faithfulness_is_shown_with_its_reason(page: Any, served: Served) -> None:
+    _open(page, served, f"circuit?id={served.ids[STEPS[0]]}")
+    page.wait_for_selector("#faithfulness-value")
+    assert page.inner_text("#faithfulness-value") == "undefined"
+    assert page.get_attribute("#faithfulness-value", "title") == UNDEFINED_REASON
+    assert UNDEFINED_REASON in page.inner_text(".view-head")
+    _open(page, served, "browse?tag=untrained")
+    row = page.locator(f"#circuits-table tr[data-id='{served.ids[STEPS[0]]}']")
+    row.wait_for()
+    assert "undefined" in row.inner_text()
 
 
 def test_ui_browse_filters_and_pages(page: Any, served: Served, tmp_path: Path) -> None:

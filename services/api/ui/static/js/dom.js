@@ -27,6 +27,16 @@ export function num(value, digits = 3) {
   return typeof value === "number" ? value.toFixed(digits) : "—";
 }
 
+// Faithfulness as stored: the value with the gap it was normalised by, or "undefined" (the
+// reason on hover) where the clean-ablated gap is within noise and the ratio would mislead.
+export function faithfulness(value, gap, undefinedReason, attrs = {}) {
+  if (undefinedReason) {
+    return h("span", { class: "undefined", title: undefinedReason, ...attrs }, "undefined");
+  }
+  const shown = typeof gap === "number" ? `${num(value)} (gap ${num(gap)})` : num(value);
+  return h("span", attrs, shown);
+}
+
 export function showError(target, error) {
   target.replaceChildren(h("p", { class: "error", role: "alert" }, String(error.message || error)));
 }

@@ -1,14 +1,15 @@
 // Browse and search: circuits filtered by model, task, method, checkpoint, tag and alias, one
 // Relay page at a time (a stack of cursors gives "previous"); pick rows to compare or intersect.
 import { gql } from "../api.js";
-import { h, num, viewLink } from "../dom.js";
+import { faithfulness, h, viewLink } from "../dom.js";
 
 const PAGE = 20;
 const FIELDS = ["model", "task", "method", "checkpoint", "tag", "alias"];
 const CIRCUITS = `query Browse($filter: CircuitFilterInput, $first: Int!, $after: String) {
   circuits(filter: $filter, first: $first, after: $after) {
     pageInfo { hasNextPage endCursor }
-    nodes { id modelName taskName checkpoint step method nEdges faithfulness tags aliases } } }`;
+    nodes { id modelName taskName checkpoint step method nEdges faithfulness faithfulnessUndefined
+      tags aliases } } }`;
 
 export async function render(root, params) {
   const inputs = Object.fromEntries(
@@ -57,7 +58,7 @@ export async function render(root, params) {
         h("td", {}, c.checkpoint ?? "—"),
         h("td", {}, c.method),
         h("td", {}, String(c.nEdges)),
-        h("td", {}, num(c.faithfulness)),
+        h("td", {}, faithfulness(c.faithfulness, null, c.faithfulnessUndefined)),
         h("td", {}, [...c.aliases, ...c.tags.map((t) => `#${t}`)].join(" ")),
         h("td", {}, viewLink("evolution", { model: c.modelName, task: c.taskName, method: c.method }, "evolution")),
       ),

@@ -2,12 +2,12 @@
 // hovered node/edge, and the circuit's validation results (faithfulness curve, control table).
 import { allPages, gql } from "../api.js";
 import { curveChart } from "../chart.js";
-import { h, num, table } from "../dom.js";
+import { faithfulness, h, num, table } from "../dom.js";
 import { applyThreshold, attachInspector, drawGraph } from "../graph.js";
 
 const META = `query Meta($id: String!) { circuit(id: $id) {
   id modelName taskName checkpoint step method ablation metric nEdges nComponents faithfulness
-  tags aliases } }`;
+  faithfulnessGap faithfulnessUndefined tags aliases } }`;
 export const COMPONENTS = `query C($id: String!, $first: Int!, $after: String) { circuit(id: $id) {
   components(first: $first, after: $after) { pageInfo { hasNextPage endCursor }
   nodes { name kind layer head hookName score labels } } } }`;
@@ -87,7 +87,9 @@ export async function render(root, params, app) {
         "p",
         { class: "small" },
         `${meta.id} · method ${meta.method} · ${meta.ablation}/${meta.metric} · `,
-        `${meta.nComponents} components, ${meta.nEdges} edges · faithfulness ${num(meta.faithfulness)}`,
+        `${meta.nComponents} components, ${meta.nEdges} edges · faithfulness `,
+        faithfulness(meta.faithfulness, meta.faithfulnessGap, meta.faithfulnessUndefined, { id: "faithfulness-value" }),
+        meta.faithfulnessUndefined ? ` (${meta.faithfulnessUndefined})` : "",
         meta.aliases.length ? ` · aliases ${meta.aliases.join(", ")}` : "",
         meta.tags.length ? ` · tags ${meta.tags.join(", ")}` : "",
       ),
