@@ -22,6 +22,7 @@ from circuitreg.schema import (
     LOGITS,
     CircuitDocument,
     Component,
+    ModelRef,
     ValidationResult,
     node_order_key,
     parse_edge,
@@ -43,6 +44,36 @@ FAITHFULNESS_KEYS = ("faithfulness", "value", "score")
 
 class StoreError(ValueError):
     """Bad input to a store; the message names what is wrong."""
+
+
+MODEL_SHAPE_FIELDS = ("n_layers", "n_heads", "d_model", "attn_only", "parallel_attn_mlp")
+"""What a model name stands for: one shape per name, so graph queries across circuits of a
+model (shared subcircuits, component usage) compare like with like."""
+
+
+class ModelShapeError(StoreError):
+    """A circuit names a stored model but has another shape; nothing of it is written."""
+
+
+def check_model_shape(ref: ModelRef, stored: Mapping[str, Any] | None) -> None:
+    """Refuse ``ref`` when the store holds its model name with a different shape.
+
+    A field unknown on either side (``d_model`` of an imported circuit, say) is not compared.
+    """
+    if stored is None:
+        return
+    clashes = [
+        f"{name} {stored[name]!r} stored, {getattr(ref, name)!r} here"
+        for name in MODEL_SHAPE_FIELDS
+        if stored.get(name) is not None
+        and getattr(ref, name) is not None
+        and stored[name] != getattr(ref, name)
+    ]
+    if clashes:
+        raise ModelShapeError(
+            f"model {ref.name!r} is stored with another shape ({'; '.join(clashes)}); "
+            "a model name stands for one shape: give this model its own name"
+        )
 
 
 class UnknownCircuitError(StoreError, KeyError):

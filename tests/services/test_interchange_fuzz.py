@@ -47,6 +47,7 @@ from circuitreg.services.interchange import (
     store_document,
     write_document,
 )
+from circuitreg.services.stores.common import ModelShapeError
 from circuitreg.services.stores.embedded import EmbeddedStore
 from circuitreg.services.stores.types import GraphStore
 
@@ -934,13 +935,6 @@ def test_hand_written_hostile_files_are_refused_cleanly(
     assert check_import(target, data, fmt, options) == "refused"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found by this fuzz, not fixed here: the stores keep one shape per model name "
-    "(the first circuit's), so a later circuit of that name with another shape is stored but "
-    "reads back with the first shape (or not at all: ValidationError); refusing or keeping "
-    "per-circuit shapes is a store design decision across all backends",
-)
 def test_same_model_name_with_another_shape(target: Target) -> None:
     small = _doc().model_copy(update={"model": ModelRef(name="shape-clash", n_layers=2, n_heads=2)})
     store_document(target.store, target.artifacts, small)
@@ -953,9 +947,8 @@ def test_same_model_name_with_another_shape(target: Target) -> None:
         edges=[Edge.from_name(n, score=1.0) for n in edges],
     )
     before = target.fingerprint()
-    try:
-        stored = store_document(target.store, target.artifacts, deeper)
-    except InterchangeError:  # a clear refusal that writes nothing would also fix it
-        assert target.fingerprint() == before
-        return
-    assert load_document(target.store, target.artifacts, stored.circuit_id).model == deeper.model
+    # Found by this fuzz: the stores kept the first shape and read the second circuit back
+    # wrong. A model name now stands for one shape, and another is refused, writing nothing.
+    with pytest.raises(ModelShapeError, match="'shape-clash' is stored with another shape"):
+        store_document(target.store, target.artifacts, deeper)
+    assert target.fingerprint() == before

@@ -101,6 +101,18 @@ def delete_everything() -> Statement:
 
 
 @builder
+def model_shape(name: str) -> Statement:
+    """The stored shape of a model, to refuse a circuit that gives its name another shape."""
+    return Statement(
+        "model_shape",
+        "MATCH (m:Model {name: $name}) RETURN m.n_layers AS n_layers, m.n_heads AS n_heads, "
+        "m.d_model AS d_model, m.attn_only AS attn_only, "
+        "m.parallel_attn_mlp AS parallel_attn_mlp",
+        {"name": name},
+    )
+
+
+@builder
 def merge_model(name: str, props: dict[str, Any]) -> Statement:
     """The model node (first writer's properties win)."""
     return Statement(

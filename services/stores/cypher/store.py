@@ -32,6 +32,7 @@ from ..common import (
     UnknownModelError,
     check_component_name,
     check_edge_name,
+    check_model_shape,
     check_motif,
     check_nonempty,
     check_page_size,
@@ -114,6 +115,8 @@ class CypherStore:
         circuit_id = doc.id
         atomic = self.session.dialect.atomic_writes
         if not self._run(q.circuit_exists(circuit_id)):
+            shape = self._run(q.model_shape(doc.model.name))
+            check_model_shape(doc.model, shape[0] if shape else None)
             # The role-aligned embedding reads the model's stored labels and the document's.
             names = sorted({n for e in doc.circuit_edges() for n in (e.source, e.target)})
             stored = self._labels_of([doc.model.name], names).get(doc.model.name, {})

@@ -20,7 +20,9 @@ from sqlalchemy.sql.dml import Insert
 from circuitreg.schema import CircuitDocument, Component, ValidationResult
 
 from ..common import (
+    MODEL_SHAPE_FIELDS,
     EndpointIndex,
+    check_model_shape,
     faithfulness_of,
     latest_faithfulness,
     stored_components,
@@ -88,7 +90,9 @@ def _model_id(conn: Connection, doc: CircuitDocument) -> int:
             }
         ],
     )
-    return conn.execute(select(GraphModel.id).where(GraphModel.name == ref.name)).scalar_one()
+    row = conn.execute(select(GraphModel).where(GraphModel.name == ref.name)).mappings().one()
+    check_model_shape(ref, {f: row[f] for f in MODEL_SHAPE_FIELDS})
+    return int(row["id"])
 
 
 def _checkpoint_id(conn: Connection, model_id: int, doc: CircuitDocument) -> int | None:

@@ -372,3 +372,22 @@ def test_store_ping_and_migrate_again(store: GraphStore) -> None:
     store.ping()
     store.migrate()  # idempotent
     assert isinstance(store, GraphStore)
+
+
+def test_store_refuses_a_model_name_with_another_shape(
+    store: GraphStore, docs: dict[str, CircuitDocument]
+) -> None:
+    doc = docs["step500"]
+    store.put_circuit(doc)
+    before = store.list_circuits(CircuitFilter(), first=100).items
+    deeper = doc.model_copy(
+        update={"model": doc.model.model_copy(update={"n_layers": doc.model.n_layers + 1})}
+    )
+    with pytest.raises(StoreError, match=rf"model {doc.model.name!r} is stored with another shape"):
+        store.put_circuit(deeper)
+    assert store.get_circuit(deeper.id) is None
+    assert _ids(store.list_circuits(CircuitFilter(), first=100).items) == _ids(before)
+    renamed = deeper.model_copy(
+        update={"model": deeper.model.model_copy(update={"name": "its-own-name"})}
+    )
+    assert store.get_circuit(store.put_circuit(renamed)) is not None
