@@ -364,14 +364,15 @@ def load_tl_bridge(
     """The checkpoint at ``path`` as a ``TransformerBridge`` on ``device``.
 
     Built as ``load_toy_bridge`` builds the toy (``NativeModel`` wrapped by
-    ``build_bridge_from_module``), then loaded through the bridge with TL4's own
+    ``native_bridge``), then loaded through the bridge with TL4's own
     ``convert_tl_checkpoint``, as TL4's legacy-repo loader does: only the bridge has a slot
     for ``b_U`` (``unembed.bias``).
     """
     from transformer_lens.config import TransformerBridgeConfig
-    from transformer_lens.model_bridge.sources import build_bridge_from_module
     from transformer_lens.model_bridge.sources.native import NativeModel
     from transformer_lens.utilities.tl_checkpoint_conversion import convert_tl_checkpoint
+
+    from circuitreg.workers.native import native_bridge
 
     checkpoint, weights = read_checkpoint(Path(path))
     cfg = TransformerBridgeConfig.from_dict(dict(checkpoint.bridge_config))
@@ -381,14 +382,7 @@ def load_tl_bridge(
             model = NativeModel(cfg)
     except ValueError as exc:
         raise TLCheckpointError(f"{checkpoint.config_path}: {exc}") from None
-    model = model.to(device).eval()
-    bridge = build_bridge_from_module(
-        model,
-        architecture="TransformerLensNative",
-        tl_config=cfg,
-        device=device,
-        model_name=model_name or checkpoint.weights_path.parent.name,
-    )
+    bridge = native_bridge(model, cfg, device, model_name or checkpoint.weights_path.parent.name)
     load_into_bridge: Any = bridge.load_state_dict  # untyped in TL4; maps names, strict
     try:
         load_into_bridge(converted, strict=True)

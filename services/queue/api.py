@@ -423,16 +423,7 @@ class JobQueue:
         lost = f"lease of worker {candidate['lease_owner']} expired"
         if candidate["attempts"] >= candidate["max_attempts"]:
             error = f"{lost} on attempt {candidate['attempts']} (the last)"
-            self._update(
-                conn,
-                job_id,
-                status="failed",
-                error=error,
-                finished_at=now,
-                updated_at=now,
-                lease_expires_at=None,
-            )
-            self._log(conn, job_id, "failed", message=error, at=now)
+            self._fail_for_good(conn, job_id, error, now)
             return False
         self._log(
             conn,
@@ -550,27 +541,43 @@ class JobQueue:
                 if retry and row["attempts"] < row["max_attempts"]:
                     updated = self._requeue(conn, row, worker_id, error, now)
                 else:
-                    updated = self._update(
-                        conn,
-                        job_id,
-                        status="failed",
-                        error=error,
-                        finished_at=now,
-                        updated_at=now,
-                        lease_expires_at=None,
-                    )
-                    self._log(
-                        conn,
-                        job_id,
-                        "failed",
-                        worker_id=worker_id,
-                        message=error,
-                        data={"attempt": row["attempts"]},
-                        at=now,
+                    updated = self._fail_for_good(
+                        conn, job_id, error, now, worker_id=worker_id, attempt=row["attempts"]
                     )
                 return _record(updated)
 
         return self._retrying(record_failure)
+
+    def _fail_for_good(
+        self,
+        conn: Connection,
+        job_id: str,
+        error: str,
+        now: datetime,
+        *,
+        worker_id: str | None = None,
+        attempt: int | None = None,
+    ) -> RowMapping:
+        """Mark the job failed with ``error`` (no more attempts) and log it."""
+        updated = self._update(
+            conn,
+            job_id,
+            status="failed",
+            error=error,
+            finished_at=now,
+            updated_at=now,
+            lease_expires_at=None,
+        )
+        self._log(
+            conn,
+            job_id,
+            "failed",
+            worker_id=worker_id,
+            message=error,
+            data=None if attempt is None else {"attempt": attempt},
+            at=now,
+        )
+        return updated
 
     def _requeue(
         self, conn: Connection, row: RowMapping, worker_id: str, error: str, now: datetime

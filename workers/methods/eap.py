@@ -102,12 +102,24 @@ def eap(
     progress: ProgressFn | None = None,
 ) -> ScoreResult:
     """Score every edge with EAP."""
+    return attribution_patching(model, task, graph, config, progress)
+
+
+def attribution_patching(
+    model: TransformerBridge,
+    task: TaskData,
+    graph: ComputationalGraph,
+    config: EAPConfig,
+    progress: ProgressFn | None = None,
+    rules: RelevanceRules | None = None,
+) -> ScoreResult:
+    """EAP's two forwards and one backward; ``rules`` swaps the gradient for LRP's (RelP)."""
     start = time.perf_counter()
     run_task = swapped(task) if config.direction == "denoising" else task
     engine = InterventionEngine(
         model, graph, run_task, config.ablation, config.metric, config.batch_size
     )
-    scores = attribution_scores(engine, progress)
+    scores = attribution_scores(engine, progress, rules=rules)
     return ScoreResult(
         edge_scores=scores,
         node_scores=node_scores_from_edges(scores, graph),

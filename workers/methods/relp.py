@@ -29,21 +29,14 @@ depend on the input) RelP equals EAP. With every rule off it is EAP.
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import Field
 
-from circuitreg.workers.engine import InterventionEngine
 from circuitreg.workers.engine.relevance import RelevanceRules
 from circuitreg.workers.graph import ComputationalGraph
 from circuitreg.workers.methods.base import ProgressFn, ScoreResult
-from circuitreg.workers.methods.eap import (
-    EAPConfig,
-    attribution_scores,
-    node_scores_from_edges,
-    swapped,
-)
+from circuitreg.workers.methods.eap import EAPConfig, attribution_patching
 from circuitreg.workers.methods.registry import register_method
 from circuitreg.workers.tasks.base import TaskData
 
@@ -90,18 +83,4 @@ def relp(
     progress: ProgressFn | None = None,
 ) -> ScoreResult:
     """Score every edge with RelP."""
-    start = time.perf_counter()
-    run_task = swapped(task) if config.direction == "denoising" else task
-    engine = InterventionEngine(
-        model, graph, run_task, config.ablation, config.metric, config.batch_size
-    )
-    scores = attribution_scores(engine, progress, rules=config.rules)
-    return ScoreResult(
-        edge_scores=scores,
-        node_scores=node_scores_from_edges(scores, graph),
-        method=config.method_name,
-        params=config.to_dict(),
-        n_forward=engine.n_forward,
-        n_backward=engine.n_backward,
-        seconds=time.perf_counter() - start,
-    )
+    return attribution_patching(model, task, graph, config, progress, rules=config.rules)

@@ -135,8 +135,9 @@ def new_native_model(config: ToyConfig) -> NativeModel:
 def load_toy_bridge(path: Path, device: str = "cpu") -> tuple[TransformerBridge, ToyCheckpointInfo]:
     """The checkpoint at ``path`` as a ``TransformerBridge`` on ``device``, with its info."""
     from transformer_lens.config import TransformerBridgeConfig
-    from transformer_lens.model_bridge.sources import build_bridge_from_module
     from transformer_lens.model_bridge.sources.native import NativeModel
+
+    from circuitreg.workers.native import native_bridge
 
     info = read_checkpoint_info(path)
     cfg = TransformerBridgeConfig.from_dict(checkpoint_bridge_config(info))
@@ -146,12 +147,4 @@ def load_toy_bridge(path: Path, device: str = "cpu") -> tuple[TransformerBridge,
         model.load_state_dict(load_file(str(path)))
     except RuntimeError as exc:
         raise ToyCheckpointError(f"{path} does not match its config: {exc}") from None
-    model = model.to(device).eval()
-    bridge = build_bridge_from_module(
-        model,
-        architecture="TransformerLensNative",
-        tl_config=cfg,
-        device=device,
-        model_name=f"toy-induction-{info.config_hash}",
-    )
-    return bridge, info
+    return native_bridge(model, cfg, device, f"toy-induction-{info.config_hash}"), info
