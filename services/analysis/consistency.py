@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from scipy.stats import spearmanr
 
 from circuitreg.schema import (
     INPUT,
@@ -307,5 +306,9 @@ def _rank_correlation(a: dict[str, float], b: dict[str, float]) -> tuple[float |
     xb = np.array([b[k] for k in shared])
     if np.ptp(xa) == 0 or np.ptp(xb) == 0:
         return None, "rank correlation undefined: constant scores"
+    # Imported here: scipy.stats takes a second to import and builds examples of its
+    # distributions that probe sys.modules for torch, which the API process never loads.
+    from scipy.stats import spearmanr
+
     rho = float(spearmanr(xa, xb).statistic)
     return rho, f"rank correlation over {len(shared)} edges scored in both"
