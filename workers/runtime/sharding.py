@@ -116,10 +116,10 @@ def score_shard(request: ShardRequest) -> ShardScores:
 
 def reduce_shards(shards: list[ShardScores]) -> tuple[np.ndarray, int, int]:
     """Prompt-weighted mean of the shards' scores, and the summed forward/backward passes."""
-    total = sum(s.n_examples for s in shards)
-    scores = sum((s.edge_scores * (s.n_examples / total) for s in shards), np.zeros(1))
+    weights = np.array([s.n_examples for s in shards], dtype=np.float64)
+    scores = np.average(np.stack([s.edge_scores for s in shards]), axis=0, weights=weights)
     return (
-        np.asarray(scores),
+        scores,
         sum(s.n_forward for s in shards),
         sum(s.n_backward for s in shards),
     )
