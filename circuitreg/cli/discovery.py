@@ -145,79 +145,80 @@ def _score(
         return info.fn(bridge, task, graph, config, progress)
 
 
+def discover(
+    model: str = typer.Option(..., help=MODEL_HELP),
+    task: str = typer.Option(..., help="Task spec, e.g. induction:seq_len=8,n=64"),
+    method: str = typer.Option(..., help="Method name (see `circuitreg methods`)."),
+    out: Path = typer.Option(..., help="Where to write the circuit JSON."),
+    param: list[str] = typer.Option([], help="Method parameter k=v (repeatable)."),
+    ablation: AblationKind | None = typer.Option(None, help="Ablation (default: the method's)."),
+    metric: MetricName | None = typer.Option(None, help="Metric (default: the method's)."),
+    top_k: int | None = typer.Option(None, help="Keep the k highest-|score| edges."),
+    threshold: float | None = typer.Option(None, help="Keep edges with |score| >= t."),
+    greedy: int | None = typer.Option(None, help="Grow k edges back from the logits."),
+    optimal: int | None = typer.Option(
+        None, help="The connected k edges with the most |score| (MILP, HiGHS)."
+    ),
+    time_limit: float | None = typer.Option(
+        None, help="Seconds the --optimal solver may take (default 30)."
+    ),
+    device: str | None = typer.Option(None, help="cpu, cuda:N or auto."),
+    seed: int = typer.Option(0, help="Torch seed, recorded in the circuit."),
+    quiet: bool = typer.Option(False, help="No progress bar or step lines."),
+) -> None:
+    """Score every edge with a method and write the selected circuit."""
+    params = parse_params(param)
+    if ablation is not None:
+        params["ablation"] = ablation
+    if metric is not None:
+        params["metric"] = metric
+    try:
+        document = run_discovery(
+            model, task, method, params, out,
+            top_k=top_k, threshold=threshold, greedy=greedy,
+            optimal=optimal, time_limit=time_limit,
+            device=device, seed=seed, show_progress=not quiet,
+        )  # fmt: skip
+    except (ValueError, KeyError, RuntimeError) as exc:
+        fail(exc)
+    kept = len(document.circuit_edges())
+    note = document.provenance.extra.get("selection", {}).get("note")
+    if note:
+        typer.echo(f"note: {note}", err=True)
+    typer.echo(f"{document.id}: {kept} of {len(document.edges)} edges -> {out}")
+
+
+def methods(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """List the discovery methods and their options."""
+    from circuitreg.workers.methods.registry import default_registry
+
+    described = default_registry().describe()
+    if as_json:
+        typer.echo(json.dumps(described, indent=2, default=str))
+        return
+    for entry in described:
+        typer.echo(f"{entry['name']}: {entry['description']}")
+        for opt in entry["options"]:
+            typer.echo(
+                f"    {opt['name']} ({opt['type']}, default {opt['default']!r}) {opt['help']}"
+            )
+
+
+def tasks(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """List the discovery tasks and their options."""
+    from circuitreg.workers.tasks.registry import default_registry
+
+    described = default_registry().describe()
+    if as_json:
+        typer.echo(json.dumps(described, indent=2))
+        return
+    for entry in described:
+        opts = ",".join(f"{k}={v}" for k, v in entry["options"].items())
+        typer.echo(f"{entry['name']}:{opts}  {entry['description']}")
+
+
 def register(app: typer.Typer) -> None:
     """Add the discovery commands to the app."""
-
-    @app.command()
-    def discover(
-        model: str = typer.Option(..., help=MODEL_HELP),
-        task: str = typer.Option(..., help="Task spec, e.g. induction:seq_len=8,n=64"),
-        method: str = typer.Option(..., help="Method name (see `circuitreg methods`)."),
-        out: Path = typer.Option(..., help="Where to write the circuit JSON."),
-        param: list[str] = typer.Option([], help="Method parameter k=v (repeatable)."),
-        ablation: AblationKind | None = typer.Option(
-            None, help="Ablation (default: the method's)."
-        ),
-        metric: MetricName | None = typer.Option(None, help="Metric (default: the method's)."),
-        top_k: int | None = typer.Option(None, help="Keep the k highest-|score| edges."),
-        threshold: float | None = typer.Option(None, help="Keep edges with |score| >= t."),
-        greedy: int | None = typer.Option(None, help="Grow k edges back from the logits."),
-        optimal: int | None = typer.Option(
-            None, help="The connected k edges with the most |score| (MILP, HiGHS)."
-        ),
-        time_limit: float | None = typer.Option(
-            None, help="Seconds the --optimal solver may take (default 30)."
-        ),
-        device: str | None = typer.Option(None, help="cpu, cuda:N or auto."),
-        seed: int = typer.Option(0, help="Torch seed, recorded in the circuit."),
-        quiet: bool = typer.Option(False, help="No progress bar or step lines."),
-    ) -> None:
-        """Score every edge with a method and write the selected circuit."""
-        params = parse_params(param)
-        if ablation is not None:
-            params["ablation"] = ablation
-        if metric is not None:
-            params["metric"] = metric
-        try:
-            document = run_discovery(
-                model, task, method, params, out,
-                top_k=top_k, threshold=threshold, greedy=greedy,
-                optimal=optimal, time_limit=time_limit,
-                device=device, seed=seed, show_progress=not quiet,
-            )  # fmt: skip
-        except (ValueError, KeyError, RuntimeError) as exc:
-            fail(exc)
-        kept = len(document.circuit_edges())
-        note = document.provenance.extra.get("selection", {}).get("note")
-        if note:
-            typer.echo(f"note: {note}", err=True)
-        typer.echo(f"{document.id}: {kept} of {len(document.edges)} edges -> {out}")
-
-    @app.command()
-    def methods(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-        """List the discovery methods and their options."""
-        from circuitreg.workers.methods.registry import default_registry
-
-        described = default_registry().describe()
-        if as_json:
-            typer.echo(json.dumps(described, indent=2, default=str))
-            return
-        for entry in described:
-            typer.echo(f"{entry['name']}: {entry['description']}")
-            for opt in entry["options"]:
-                typer.echo(
-                    f"    {opt['name']} ({opt['type']}, default {opt['default']!r}) {opt['help']}"
-                )
-
-    @app.command()
-    def tasks(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-        """List the discovery tasks and their options."""
-        from circuitreg.workers.tasks.registry import default_registry
-
-        described = default_registry().describe()
-        if as_json:
-            typer.echo(json.dumps(described, indent=2))
-            return
-        for entry in described:
-            opts = ",".join(f"{k}={v}" for k, v in entry["options"].items())
-            typer.echo(f"{entry['name']}:{opts}  {entry['description']}")
+    app.command()(discover)
+    app.command()(methods)
+    app.command()(tasks)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -76,12 +76,8 @@ def run_validation(
 
     steps.say(f"loading model {model_spec}")
     loaded = load_model(model_spec, device)
-    theirs, ours = doc.model.revision, loaded.ref.revision
-    if theirs and ours and theirs != ours and not other_model:
-        raise ValueError(
-            f"{circuit} was found in weights {theirs[:12]}..., but {model_spec} has "
-            f"{ours[:12]}...; pass --other-model to validate it on these weights anyway"
-        )
+    if not other_model:
+        _require_same_weights(circuit, doc.model.revision, model_spec, loaded.ref.revision)
     steps.say(f"building task {task_spec}")
     task = build_task(task_spec, context=TaskContext.from_loaded(loaded))
     graph = ComputationalGraph.from_model(loaded.bridge)
@@ -105,6 +101,21 @@ def run_validation(
     write_document(validated, target)
     written = write_validation_plots(validated, target) if plots else []
     return validated, results, written
+
+
+def _require_same_weights(
+    circuit: Path, theirs: str | None, model_spec: str, ours: str | None
+) -> None:
+    """Refuse weights other than those the circuit was found in, when both are known.
+
+    A circuit's edges are a claim about particular weights; validating it on another
+    revision would measure a different model, so that takes ``--other-model``.
+    """
+    if theirs and ours and theirs != ours:
+        raise ValueError(
+            f"{circuit} was found in weights {theirs[:12]}..., but {model_spec} has "
+            f"{ours[:12]}...; pass --other-model to validate it on these weights anyway"
+        )
 
 
 def summarise(result: ValidationResult) -> str:
@@ -161,73 +172,70 @@ def format_report(report: ConsistencyReport) -> str:
     return "\n".join(f"{k:<{width}}  {fmt(v)}" for k, v in rows.items())
 
 
-def _fail(message: BaseException | str) -> NoReturn:
-    """One plain line on stderr and exit status 2 (a usage or input error)."""
-    fail(message)
+def validate_command(
+    circuit: Path = typer.Argument(..., help="Circuit JSON; results are added to it."),
+    model: str = typer.Option(..., help=MODEL_HELP),
+    task: str = typer.Option(..., help="Task spec, e.g. induction:seq_len=8,n=64"),
+    ablation: AblationKind = typer.Option("resample", help="Ablation."),
+    metric: MetricName | None = typer.Option(None, help="Metric (default: the circuit's)."),
+    device: str | None = typer.Option(None, help="cpu, cuda:N or auto."),
+    stability: int = typer.Option(0, help="Re-run the method N times for stability (0: skip)."),
+    plots: bool = typer.Option(True, help="Write PNG and SVG charts beside the JSON."),
+    other_model: bool = typer.Option(False, help="Allow weights other than the circuit's."),
+    out: Path | None = typer.Option(None, help="Write here instead of updating CIRCUIT."),
+    quiet: bool = typer.Option(False, help="No step lines."),
+) -> None:
+    """Validate a circuit and keep the results in its document."""
+    if stability < 0 or stability == 1:
+        fail(f"--stability {stability}: give 0 (skip) or at least 2 runs")
+    try:
+        doc, results, written = run_validation(
+            circuit, model, task,
+            ablation=ablation, metric=metric, device=device, stability_runs=stability,
+            plots=plots, other_model=other_model, out=out, show_progress=not quiet,
+        )  # fmt: skip
+    except (ValueError, KeyError, RuntimeError) as exc:
+        fail(exc)
+    typer.echo(f"{doc.id}: {ablation} ablation, {results[0].metric}")
+    for result in results:
+        typer.echo("  " + summarise(result))
+    typer.echo(f"-> {out or circuit}")
+    for path in written:
+        typer.echo(f"-> {path}")
+
+
+def compare(
+    a: Path = typer.Argument(..., help="First circuit JSON."),
+    b: Path = typer.Argument(..., help="Second circuit JSON."),
+    alignment: str = typer.Option("auto", help="auto, canonical, relative_depth or roles."),
+    tolerance: float = typer.Option(0.1, help="Largest faithfulness gap that agrees."),
+    depth_buckets: int | None = typer.Option(None, help="Buckets for relative depth."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Print the consistency report of two circuits."""
+    from circuitreg.services.analysis import compare_circuits
+
+    if alignment not in ("auto", "canonical", "relative_depth", "roles"):
+        fail(f"--alignment {alignment!r} is not auto, canonical, relative_depth or roles")
+    try:
+        first, second = read_document(a), read_document(b)
+        report = compare_circuits(
+            first,
+            second,
+            alignment=alignment,  # type: ignore[arg-type]
+            tolerance=tolerance,
+            depth_buckets=depth_buckets,
+        )
+    except ValueError as exc:
+        fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps(report.model_dump(mode="json"), indent=2))
+    else:
+        typer.echo(f"{first.id} vs {second.id}")
+        typer.echo(format_report(report))
 
 
 def register(app: typer.Typer) -> None:
     """Add the validation commands to the app."""
-
-    @app.command(name="validate")
-    def validate_command(
-        circuit: Path = typer.Argument(..., help="Circuit JSON; results are added to it."),
-        model: str = typer.Option(..., help=MODEL_HELP),
-        task: str = typer.Option(..., help="Task spec, e.g. induction:seq_len=8,n=64"),
-        ablation: AblationKind = typer.Option("resample", help="Ablation."),
-        metric: MetricName | None = typer.Option(None, help="Metric (default: the circuit's)."),
-        device: str | None = typer.Option(None, help="cpu, cuda:N or auto."),
-        stability: int = typer.Option(0, help="Re-run the method N times for stability (0: skip)."),
-        plots: bool = typer.Option(True, help="Write PNG and SVG charts beside the JSON."),
-        other_model: bool = typer.Option(False, help="Allow weights other than the circuit's."),
-        out: Path | None = typer.Option(None, help="Write here instead of updating CIRCUIT."),
-        quiet: bool = typer.Option(False, help="No step lines."),
-    ) -> None:
-        """Validate a circuit and keep the results in its document."""
-        if stability < 0 or stability == 1:
-            _fail(f"--stability {stability}: give 0 (skip) or at least 2 runs")
-        try:
-            doc, results, written = run_validation(
-                circuit, model, task,
-                ablation=ablation, metric=metric, device=device, stability_runs=stability,
-                plots=plots, other_model=other_model, out=out, show_progress=not quiet,
-            )  # fmt: skip
-        except (ValueError, KeyError, RuntimeError) as exc:
-            _fail(exc)
-        typer.echo(f"{doc.id}: {ablation} ablation, {results[0].metric}")
-        for result in results:
-            typer.echo("  " + summarise(result))
-        typer.echo(f"-> {out or circuit}")
-        for path in written:
-            typer.echo(f"-> {path}")
-
-    @app.command()
-    def compare(
-        a: Path = typer.Argument(..., help="First circuit JSON."),
-        b: Path = typer.Argument(..., help="Second circuit JSON."),
-        alignment: str = typer.Option("auto", help="auto, canonical, relative_depth or roles."),
-        tolerance: float = typer.Option(0.1, help="Largest faithfulness gap that agrees."),
-        depth_buckets: int | None = typer.Option(None, help="Buckets for relative depth."),
-        as_json: bool = typer.Option(False, "--json", help="Print JSON."),
-    ) -> None:
-        """Print the consistency report of two circuits."""
-        from circuitreg.services.analysis import compare_circuits
-
-        if alignment not in ("auto", "canonical", "relative_depth", "roles"):
-            _fail(f"--alignment {alignment!r} is not auto, canonical, relative_depth or roles")
-        try:
-            first, second = read_document(a), read_document(b)
-            report = compare_circuits(
-                first,
-                second,
-                alignment=alignment,  # type: ignore[arg-type]
-                tolerance=tolerance,
-                depth_buckets=depth_buckets,
-            )
-        except ValueError as exc:
-            _fail(str(exc))
-        if as_json:
-            typer.echo(json.dumps(report.model_dump(mode="json"), indent=2))
-        else:
-            typer.echo(f"{first.id} vs {second.id}")
-            typer.echo(format_report(report))
+    app.command(name="validate")(validate_command)
+    app.command()(compare)
