@@ -619,31 +619,13 @@ def motif_matches(
     95 s at 10,000 circuits (bench/results/store.md).
     """
     params: dict[str, Any] = {"model": model, "limit": limit}
-    inner: list[str] = []
-    for k, (src, dst, receiver) in enumerate(edges):
-        inner.append(
-            f"MATCH (n{src}:Component)-[e{k}:FLOWS]->(n{dst}:Component) WHERE e{k}.circuit = c.id"
-        )
-        if receiver is not None:
-            params[f"e{k}_receiver"] = receiver
-            inner.append(f"AND e{k}.receiver = $e{k}_receiver")
+    inner = _motif_edge_clauses(edges, params)
     on_edges = {i for src, dst, _ in edges for i in (src, dst)}
-    conds: list[str] = []
-    labels: list[str] = []
-    for i, node in enumerate(nodes):
-        if i not in on_edges:
-            inner.append(f"MATCH (c)-[:CONTAINS]->(n{i}:Component)")
-        for field in ("name", "kind", "layer"):
-            if node.get(field) is not None:
-                params[f"n{i}_{field}"] = node[field]
-                conds.append(f"n{i}.{field} = $n{i}_{field}")
-        conds.extend(f"n{j}.name <> n{i}.name" for j in range(i))
-        if node.get("label") is not None:
-            params[f"n{i}_label"] = node["label"]
-            labels.append(
-                f"MATCH (l{i}:RoleLabel) WHERE l{i}.model = c.model "
-                f"AND l{i}.component = n{i}.name AND l{i}.label = $n{i}_label"
-            )
+    inner.extend(
+        f"MATCH (c)-[:CONTAINS]->(n{i}:Component)" for i in range(len(nodes)) if i not in on_edges
+    )
+    conds = _motif_node_conditions(nodes, params)
+    labels = _motif_label_clauses(nodes, params)
     names = ", ".join(f"n{i}.name" for i in range(len(nodes)))
     variables = ", ".join(["c"] + [f"n{i}" for i in range(len(nodes))])
     if conds:
@@ -662,6 +644,57 @@ def motif_matches(
         "RETURN c.id AS circuit, found ORDER BY circuit LIMIT $limit",
     ]
     return Statement("motif_matches", "\n".join(lines), params)
+
+
+def _motif_edge_clauses(
+    edges: Sequence[tuple[int, int, str | None]], params: dict[str, Any]
+) -> list[str]:
+    """One FLOWS seek of the circuit per motif edge (it binds both endpoints' variables).
+
+    Adds each edge's receiver constraint to ``params``.
+    """
+    clauses: list[str] = []
+    for k, (src, dst, receiver) in enumerate(edges):
+        clauses.append(
+            f"MATCH (n{src}:Component)-[e{k}:FLOWS]->(n{dst}:Component) WHERE e{k}.circuit = c.id"
+        )
+        if receiver is not None:
+            params[f"e{k}_receiver"] = receiver
+            clauses.append(f"AND e{k}.receiver = $e{k}_receiver")
+    return clauses
+
+
+def _motif_node_conditions(nodes: Sequence[dict[str, Any]], params: dict[str, Any]) -> list[str]:
+    """Each variable's name, kind and layer constraints, and distinct names for all pairs.
+
+    The distinctness is what makes the match a monomorphism, as in the embedded store.
+    Adds the constraint values to ``params``.
+    """
+    conds: list[str] = []
+    for i, node in enumerate(nodes):
+        for field in ("name", "kind", "layer"):
+            if node.get(field) is not None:
+                params[f"n{i}_{field}"] = node[field]
+                conds.append(f"n{i}.{field} = $n{i}_{field}")
+        conds.extend(f"n{j}.name <> n{i}.name" for j in range(i))
+    return conds
+
+
+def _motif_label_clauses(nodes: Sequence[dict[str, Any]], params: dict[str, Any]) -> list[str]:
+    """One role-label lookup per labelled variable (labels belong to the model's component).
+
+    They come after the other conditions, so they are looked up only for candidate bindings.
+    Adds the labels to ``params``.
+    """
+    clauses: list[str] = []
+    for i, node in enumerate(nodes):
+        if node.get("label") is not None:
+            params[f"n{i}_label"] = node["label"]
+            clauses.append(
+                f"MATCH (l{i}:RoleLabel) WHERE l{i}.model = c.model "
+                f"AND l{i}.component = n{i}.name AND l{i}.label = $n{i}_label"
+            )
+    return clauses
 
 
 # -- mechanism embeddings (see ..embedding) ----------------------------------------------

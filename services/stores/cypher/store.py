@@ -238,7 +238,11 @@ class CypherStore:
         )
 
     def get_circuit(self, circuit_id: str) -> CircuitDocument | None:
-        """Rebuild the stored document, or None if absent."""
+        """Rebuild the stored document, or None if absent.
+
+        Components and edges come back in the graph's order, so they are sorted the way
+        documents order them; then an export equals what was put.
+        """
         heads = self._run(q.circuit_head(circuit_id))
         if not heads:
             return None
@@ -246,80 +250,24 @@ class CypherStore:
         comps = self._run(q.circuit_components(circuit_id))
         flows = self._run(q.circuit_flows([circuit_id]))
         names = sorted({str(c["name"]) for c in comps})
-        labels: dict[str, list[str]] = {}
-        for row in self._run(q.role_labels(head["model"], names)):
-            labels.setdefault(row["component"], []).append(row["label"])
-        components = sorted(
-            (
-                Component(
-                    name=c["name"],
-                    kind=ComponentKind(c["kind"]),
-                    layer=c["layer"],
-                    head=c["head"],
-                    position=c["position"],
-                    hook_name=c["hook_name"],
-                    score=c["score"],
-                    in_circuit=c["in_circuit"],
-                )
-                for c in comps
-            ),
-            key=lambda c: (node_order_key(c.name), -1 if c.position is None else c.position),
-        )
-        edges = sorted(
-            (
-                Edge(
-                    source=f["source"],
-                    target=f["target"],
-                    receiver=None if f["receiver"] is None else Receiver(f["receiver"]),
-                    score=f["score"],
-                    position=f["position"],
-                )
-                for f in flows
-            ),
-            key=lambda e: (
-                e.source,
-                e.target,
-                e.receiver or "",
-                -1 if e.position is None else e.position,
-            ),
-        )
+        labels = _grouped_labels(self._run(q.role_labels(head["model"], names)))
         return CircuitDocument(
-            model=ModelRef(
-                name=head["model"],
-                architecture=head["architecture"],
-                checkpoint=head["checkpoint"],
-                step=head["step"],
-                revision=head["revision"],
-                n_layers=head["n_layers"],
-                n_heads=head["n_heads"],
-                d_model=head["d_model"],
-                parallel_attn_mlp=head["parallel_attn_mlp"],
-                attn_only=head["attn_only"],
-            ),
-            task=TaskRef(
-                name=head["task"],
-                spec=json.loads(head["task_spec"]),
-                corruption=head["corruption"],
-                dataset_hash=head["dataset_hash"],
-                n_examples=head["n_examples"],
-            ),
+            model=_model_ref(head),
+            task=_task_ref(head),
             method=MethodRef(name=head["method"], params=json.loads(head["params"])),
             ablation=head["ablation"],
             metric=head["metric"],
             seed=head["seed"],
-            components=tuple(components),
-            edges=tuple(edges),
-            labels={k: tuple(sorted(v)) for k, v in sorted(labels.items())},
+            components=tuple(sorted(map(_component, comps), key=_component_order)),
+            edges=tuple(sorted(map(_edge, flows), key=_edge_order)),
+            labels=labels,
             validation=self._validations(circuit_id),
             provenance=Provenance.model_validate_json(head["provenance"]),
         )
 
     def component_labels(self, model: str) -> dict[str, tuple[str, ...]]:
         """Role labels of a model's components (empty for an unknown model)."""
-        labels: dict[str, list[str]] = {}
-        for row in self._run(q.role_labels(model)):
-            labels.setdefault(row["component"], []).append(row["label"])
-        return {k: tuple(sorted(v)) for k, v in sorted(labels.items())}
+        return _grouped_labels(self._run(q.role_labels(model)))
 
     def component_usage(self, model: str, component: str) -> list[ComponentUse]:
         """Circuits of ``model`` with ``component`` in them, and its degree in each."""
@@ -537,6 +485,76 @@ class CypherStore:
             for row in self._run(q.circuit_edge_lists(batch)):
                 out.setdefault(str(row["circuit"]), set()).update(map(str, row["edges"]))
         return out
+
+
+def _model_ref(head: dict[str, Any]) -> ModelRef:
+    """The document's model, from the circuit head row (model node and circuit node)."""
+    return ModelRef(
+        name=head["model"],
+        architecture=head["architecture"],
+        checkpoint=head["checkpoint"],
+        step=head["step"],
+        revision=head["revision"],
+        n_layers=head["n_layers"],
+        n_heads=head["n_heads"],
+        d_model=head["d_model"],
+        parallel_attn_mlp=head["parallel_attn_mlp"],
+        attn_only=head["attn_only"],
+    )
+
+
+def _task_ref(head: dict[str, Any]) -> TaskRef:
+    """The document's task, from the circuit head row (its spec is stored as JSON text)."""
+    return TaskRef(
+        name=head["task"],
+        spec=json.loads(head["task_spec"]),
+        corruption=head["corruption"],
+        dataset_hash=head["dataset_hash"],
+        n_examples=head["n_examples"],
+    )
+
+
+def _component(row: dict[str, Any]) -> Component:
+    """A stored component node as the document's ``Component``."""
+    return Component(
+        name=row["name"],
+        kind=ComponentKind(row["kind"]),
+        layer=row["layer"],
+        head=row["head"],
+        position=row["position"],
+        hook_name=row["hook_name"],
+        score=row["score"],
+        in_circuit=row["in_circuit"],
+    )
+
+
+def _edge(row: dict[str, Any]) -> Edge:
+    """A stored FLOWS relationship as the document's ``Edge``."""
+    return Edge(
+        source=row["source"],
+        target=row["target"],
+        receiver=None if row["receiver"] is None else Receiver(row["receiver"]),
+        score=row["score"],
+        position=row["position"],
+    )
+
+
+def _component_order(c: Component) -> tuple[tuple[int, int, int], int]:
+    """Documents list components topologically, then by position (position-less first)."""
+    return node_order_key(c.name), -1 if c.position is None else c.position
+
+
+def _edge_order(e: Edge) -> tuple[str, str, str, int]:
+    """Documents list edges by source, target, receiver, then position (position-less first)."""
+    return e.source, e.target, e.receiver or "", -1 if e.position is None else e.position
+
+
+def _grouped_labels(rows: Sequence[dict[str, Any]]) -> dict[str, tuple[str, ...]]:
+    """``(component, label)`` rows as each component's sorted labels, components sorted."""
+    labels: dict[str, list[str]] = {}
+    for row in rows:
+        labels.setdefault(row["component"], []).append(row["label"])
+    return {k: tuple(sorted(v)) for k, v in sorted(labels.items())}
 
 
 def _summary(row: dict[str, Any]) -> CircuitSummary:

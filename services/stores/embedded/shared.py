@@ -73,12 +73,8 @@ def shared_edges_sql(
 ) -> AnySelect:
     """One row per shared edge: (edge id, {circuit pk: importance} as JSON text).
 
-    Without positions (the usual case) each (edge, circuit) is one row, so the supported
-    edges are found by one streaming count over the covering index ``ix_circuit_edges_edge``
-    (edge_id, circuit_pk, score), and only their rows are then folded into one JSON object
-    per edge: the database returns a few hundred rows, not one per (edge, circuit) pair.
-    With positions, importances are first summed per (edge, circuit). Edge ids are per
-    model, so across models support is counted by name afterwards, in Python.
+    Edge ids are per model, so across models (``one_model`` false) support is counted by
+    name afterwards, in Python, and every selected edge comes back.
 
     ``scan_index`` (SQLite, for selections that are a large share of all circuits) writes
     the circuit test as ``circuit_pk + 0``, SQLite's idiom to keep the primary key out of
@@ -88,22 +84,44 @@ def shared_edges_sql(
     selected: Any = CircuitEdge.circuit_pk
     if scan_index and dialect == "sqlite":
         selected = selected + 0
-    if not positional:
-        rows_filter = [in_selection(selected, pks)]
-        if min_importance > 0:
-            rows_filter.append(func.abs(CircuitEdge.score) >= min_importance)
-        stmt = select(
-            CircuitEdge.edge_id, _scores_json(dialect, CircuitEdge.circuit_pk, CircuitEdge.score)
-        ).where(*rows_filter)
-        if one_model:
-            supported = (
-                select(CircuitEdge.edge_id)
-                .where(*rows_filter)
-                .group_by(CircuitEdge.edge_id)
-                .having(func.count() >= min_support)
-            )
-            stmt = stmt.where(CircuitEdge.edge_id.in_(supported))
-        return stmt.group_by(CircuitEdge.edge_id)
+    in_pks = in_selection(selected, pks)
+    if positional:
+        return _positional_shared(dialect, in_pks, min_support, min_importance, one_model)
+    return _edge_rows_shared(dialect, in_pks, min_support, min_importance, one_model)
+
+
+def _edge_rows_shared(
+    dialect: str, in_pks: Any, min_support: int, min_importance: float, one_model: bool
+) -> AnySelect:
+    """The shared edges when each (edge, circuit) is one row: circuits without positions.
+
+    The supported edges are found by one streaming count over the covering index
+    ``ix_circuit_edges_edge`` (edge_id, circuit_pk, score), and only their rows are then
+    folded into one JSON object per edge: the database returns a few hundred rows, not one
+    per (edge, circuit) pair.
+    """
+    rows_filter = [in_pks]
+    if min_importance > 0:
+        rows_filter.append(func.abs(CircuitEdge.score) >= min_importance)
+    stmt = select(
+        CircuitEdge.edge_id, _scores_json(dialect, CircuitEdge.circuit_pk, CircuitEdge.score)
+    ).where(*rows_filter)
+    if one_model:
+        supported = (
+            select(CircuitEdge.edge_id)
+            .where(*rows_filter)
+            .group_by(CircuitEdge.edge_id)
+            .having(func.count() >= min_support)
+        )
+        stmt = stmt.where(CircuitEdge.edge_id.in_(supported))
+    return stmt.group_by(CircuitEdge.edge_id)
+
+
+def _positional_shared(
+    dialect: str, in_pks: Any, min_support: int, min_importance: float, one_model: bool
+) -> AnySelect:
+    """The shared edges when an edge has a row per position: importances are first summed
+    per (edge, circuit), and the threshold and support apply to those sums."""
     importance = func.sum(CircuitEdge.score)
     inner = (
         select(
@@ -111,7 +129,7 @@ def shared_edges_sql(
             CircuitEdge.circuit_pk.label("circuit_pk"),
             importance.label("importance"),
         )
-        .where(in_selection(selected, pks))
+        .where(in_pks)
         .group_by(CircuitEdge.edge_id, CircuitEdge.circuit_pk)
     )
     if min_importance > 0:
