@@ -94,6 +94,7 @@ BUILTIN_MODULES = (
     "circuitreg.workers.methods.eap",
     "circuitreg.workers.methods.eap_ig",
     "circuitreg.workers.methods.relp",
+    "circuitreg.workers.methods.cd_t",
     "circuitreg.workers.methods.acdc",
     "circuitreg.workers.methods.masks",
     "circuitreg.workers.methods.patching",
