@@ -62,6 +62,8 @@ def _prior(layer: int, kind: str, n_heads: int, attn_only: bool) -> int:
 
 
 def _arrays(payload: Any) -> dict[str, np.ndarray]:
+    """The container's mapping as float64 arrays, refusing non-numbers and non-finite ones
+    (a NaN score would make every ranking of edges meaningless)."""
     if not isinstance(payload, dict):
         raise InterchangeError("expected a mapping of module name -> scores", location="top")
     out = {}
@@ -76,13 +78,53 @@ def _arrays(payload: Any) -> dict[str, np.ndarray]:
     return out
 
 
+_Destination = tuple[str, int, str, str | None]
+"""A destination module: its key, layer, kind (head, mlp or logits) and q/k/v letter."""
+
+
 def read_auto_circuit(data: bytes, options: ImportOptions) -> CircuitDocument:
     """Import prune scores; the model shape is read off the keys and tensor shapes."""
     container = decode_for_reader(
         data, ("json", "npz", "safetensors", "torch", "pickle"), "an auto-circuit prune-score file"
     )
     arrays = _arrays(container.payload)
-    parsed: list[tuple[str, int, str, str | None]] = []
+    parsed = _destinations(arrays)
+    n_layers, n_heads, attn_only = _model_shape(parsed, arrays, options)
+    # Shapes first: the source list below is as long as the model is deep, and a key such as
+    # blocks.99999999999.hook_resid_post must be refused by its shape, not by running out of
+    # memory listing 10^11 sources.
+    for key, layer, kind, _ in parsed:
+        if layer >= n_layers:
+            raise InterchangeError(
+                f"layer {layer} is beyond the model's last layer ({n_layers - 1}, "
+                f"{'from n_layers' if options.n_layers else 'where the logits are read'})",
+                location=f"key {key!r}",
+            )
+        _check_shape(arrays[key], key, layer, kind, n_heads, attn_only)
+    sources = source_names(n_layers, n_heads, attn_only)
+    scored: list[tuple[str, int | None, float]] = []
+    for key, layer, kind, letter in parsed:
+        scored += _edges_of(arrays[key], key, layer, kind, letter, n_heads, attn_only, sources)
+    chosen = _in_circuit([score for _, _, score in scored], options.top_k)
+    edges = [
+        Edge.from_name(name, score=score, in_circuit=i in chosen, position=pos)
+        for i, (name, pos, score) in enumerate(scored)
+    ]
+    active = {n for e in edges if e.in_circuit for n in (e.source, e.target)}
+    names = sorted_component_names(n for e in edges for n in (e.source, e.target))
+    return build_document(
+        options=options,
+        format_name="auto-circuit",
+        model_defaults={"n_layers": n_layers, "n_heads": n_heads, "attn_only": attn_only},
+        components=[Component.from_name(n, in_circuit=n in active) for n in names],
+        edges=edges,
+    )
+
+
+def _destinations(arrays: dict[str, np.ndarray]) -> list[_Destination]:
+    """Each key as the destination it names; a key that is none, or one without separate
+    q/k/v inputs (no canonical edge name), is refused."""
+    parsed: list[_Destination] = []
     for key in arrays:
         match = _KEY.match(key)
         if not match:
@@ -99,6 +141,18 @@ def read_auto_circuit(data: bytes, options: ImportOptions) -> CircuitDocument:
         parsed.append((key, int(match[1]), kind, match[3]))
     if not parsed:
         raise InterchangeError("no destination modules: the mapping is empty", location="top")
+    return parsed
+
+
+def _model_shape(
+    parsed: list[_Destination], arrays: dict[str, np.ndarray], options: ImportOptions
+) -> tuple[int, int, bool]:
+    """``(n_layers, n_heads, attn_only)``: the options' values, else read off the file.
+
+    Heads are a head tensor's second-to-last axis; the depth is where the logits are read
+    (the last layer's residual stream), else one past the deepest destination; a model
+    with no MLP destination is attention-only.
+    """
     heads = [
         arrays[k].shape[-2] for k, _, kind, _ in parsed if kind == "head" and arrays[k].ndim >= 2
     ]
@@ -106,40 +160,20 @@ def read_auto_circuit(data: bytes, options: ImportOptions) -> CircuitDocument:
     logits = [layer for _, layer, kind, _ in parsed if kind == "logits"]
     n_layers = options.n_layers or (logits[0] + 1 if logits else max(p[1] for p in parsed) + 1)
     attn_only = not any(kind == "mlp" for _, _, kind, _ in parsed)
-    # Shapes first: the source list below is as long as the model is deep, and a key such as
-    # blocks.99999999999.hook_resid_post must be refused by its shape, not by running out of
-    # memory listing 10^11 sources.
-    for key, layer, kind, _ in parsed:
-        if layer >= n_layers:
-            raise InterchangeError(
-                f"layer {layer} is beyond the model's last layer ({n_layers - 1}, "
-                f"{'from n_layers' if options.n_layers else 'where the logits are read'})",
-                location=f"key {key!r}",
-            )
-        _check_shape(arrays[key], key, layer, kind, n_heads, attn_only)
-    sources = source_names(n_layers, n_heads, attn_only)
-    scored: list[tuple[str, int | None, float]] = []
-    for key, layer, kind, letter in parsed:
-        scored += _edges_of(arrays[key], key, layer, kind, letter, n_heads, attn_only, sources)
-    magnitudes = sorted((abs(s) for _, _, s in scored), reverse=True)
-    if options.top_k is not None:
-        cutoff = magnitudes[options.top_k - 1] if 0 < options.top_k <= len(magnitudes) else 0.0
-        chosen = {i for i, (_, _, s) in enumerate(scored) if abs(s) >= cutoff and s != 0.0}
-    else:
-        chosen = {i for i, (_, _, s) in enumerate(scored) if s != 0.0}
-    edges = [
-        Edge.from_name(name, score=score, in_circuit=i in chosen, position=pos)
-        for i, (name, pos, score) in enumerate(scored)
-    ]
-    active = {n for e in edges if e.in_circuit for n in (e.source, e.target)}
-    names = sorted_component_names(n for e in edges for n in (e.source, e.target))
-    return build_document(
-        options=options,
-        format_name="auto-circuit",
-        model_defaults={"n_layers": n_layers, "n_heads": n_heads, "attn_only": attn_only},
-        components=[Component.from_name(n, in_circuit=n in active) for n in names],
-        edges=edges,
-    )
+    return n_layers, n_heads, attn_only
+
+
+def _in_circuit(scores: list[float], top_k: int | None) -> set[int]:
+    """Indices of the scores in the circuit: prune scores do not say which edges form it.
+
+    Every non-zero score by default; with ``top_k`` the k largest by magnitude, as
+    auto-circuit thresholds them (ties at the cut are kept, zeros never are).
+    """
+    if top_k is None:
+        return {i for i, s in enumerate(scores) if s != 0.0}
+    magnitudes = sorted((abs(s) for s in scores), reverse=True)
+    cutoff = magnitudes[top_k - 1] if 0 < top_k <= len(magnitudes) else 0.0
+    return {i for i, s in enumerate(scores) if abs(s) >= cutoff and s != 0.0}
 
 
 def _check_shape(
@@ -170,6 +204,7 @@ def _edges_of(
     attn_only: bool,
     sources: list[str],
 ) -> list[tuple[str, int | None, float]]:
+    """``(edge name, position, score)`` for every entry of one destination's tensor."""
     prior = _prior(layer, kind, n_heads, attn_only)
     expected = _check_shape(array, key, layer, kind, n_heads, attn_only)
     positioned = array.ndim == len(expected) + 1

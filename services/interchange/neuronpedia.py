@@ -72,62 +72,8 @@ def read_neuronpedia(data: bytes, options: ImportOptions) -> CircuitDocument:
     """Import an attribution graph; see the module docstring for the mapping."""
     root = as_object(parse_json(data), "$")
     meta = as_object(root.get("metadata", {}), "$.metadata")
-    by_id: dict[str, tuple[str, int | None]] = {}
-    comps: dict[tuple[str, int | None], Component] = {}
-    first_path: dict[tuple[str, int | None], str] = {}
-    for index, raw in enumerate(as_list(need(root, "nodes", "$"), "$.nodes")):
-        path = child("$.nodes", index)
-        node = as_object(raw, path)
-        node_id = as_str(need(node, "node_id", path), child(path, "node_id"))
-        name = _component_name(node, path)
-        position = None
-        if not options.aggregate:
-            position = as_int(need(node, "ctx_idx", path), child(path, "ctx_idx"))
-        key = (name, position)
-        if key in comps and not options.aggregate:
-            raise UnrepresentableError(
-                f"this node and {first_path[key]} are both {name!r} at position {position}; "
-                "circuitreg has one component per name and position (import with "
-                "aggregate to merge them, dropping positions)",
-                location=path,
-            )
-        influence = node.get("influence")
-        score = None
-        if influence is not None and not options.aggregate:
-            score = as_float(influence, child(path, "influence"))
-        try:
-            comps.setdefault(key, Component.from_name(name, position=position, score=score))
-        except ValueError as exc:
-            raise InterchangeError(error_text(exc), location=path) from None
-        first_path.setdefault(key, path)
-        by_id[node_id] = key
-    weights: dict[tuple[tuple[str, int | None], tuple[str, int | None]], float] = {}
-    for index, raw in enumerate(as_list(need(root, "links", "$"), "$.links")):
-        path = child("$.links", index)
-        link = as_object(raw, path)
-        ends = []
-        for end in ("source", "target"):
-            ref = as_str(need(link, end, path), child(path, end))
-            if ref not in by_id:
-                raise InterchangeError(f"{end} {ref!r} is not a node_id", location=child(path, end))
-            ends.append(by_id[ref])
-        source, target = ends
-        weight = as_float(need(link, "weight", path), child(path, "weight"))
-        if source[1] != target[1]:
-            raise UnrepresentableError(
-                f"the link goes from position {source[1]} to position {target[1]}; a "
-                "circuitreg edge has one position (import with aggregate to drop positions)",
-                location=path,
-            )
-        if node_order_key(source[0]) >= node_order_key(target[0]):
-            raise UnrepresentableError(
-                f"link {source[0]} -> {target[0]} does not go forward through the model",
-                location=path,
-            )
-        weights[(source, target)] = weights.get((source, target), 0.0) + weight
-    edges = [
-        Edge(source=s[0], target=t[0], score=w, position=s[1]) for (s, t), w in weights.items()
-    ]
+    by_id, comps = _read_nodes(root, options.aggregate)
+    edges = _read_links(root, by_id)
     scan = meta.get("scan")
     return build_document(
         options=options,
@@ -139,6 +85,91 @@ def read_neuronpedia(data: bytes, options: ImportOptions) -> CircuitDocument:
         default_method="attribution-graph",
         extra={**inferred_note(options), "slug": meta.get("slug")},
     )
+
+
+_Key = tuple[str, int | None]
+"""A component's name and position (None when positions are aggregated away)."""
+
+
+def _read_nodes(
+    root: dict[str, Any], aggregate: bool
+) -> tuple[dict[str, _Key], dict[_Key, Component]]:
+    """The graph's nodes as components, and which component each ``node_id`` became.
+
+    Without ``aggregate`` two nodes that are one component at one position are refused
+    (naming the first), since merging them would silently drop one's influence.
+    """
+    by_id: dict[str, _Key] = {}
+    comps: dict[_Key, Component] = {}
+    first_path: dict[_Key, str] = {}
+    for index, raw in enumerate(as_list(need(root, "nodes", "$"), "$.nodes")):
+        path = child("$.nodes", index)
+        node = as_object(raw, path)
+        node_id = as_str(need(node, "node_id", path), child(path, "node_id"))
+        name = _component_name(node, path)
+        position = None
+        if not aggregate:
+            position = as_int(need(node, "ctx_idx", path), child(path, "ctx_idx"))
+        key = (name, position)
+        if key in comps and not aggregate:
+            raise UnrepresentableError(
+                f"this node and {first_path[key]} are both {name!r} at position {position}; "
+                "circuitreg has one component per name and position (import with "
+                "aggregate to merge them, dropping positions)",
+                location=path,
+            )
+        comps.setdefault(key, _node_component(node, path, key, aggregate))
+        first_path.setdefault(key, path)
+        by_id[node_id] = key
+    return by_id, comps
+
+
+def _node_component(node: dict[str, Any], path: str, key: _Key, aggregate: bool) -> Component:
+    """The component of one node, scored by its influence (none once positions are summed,
+    as one position's influence is not the aggregated component's)."""
+    influence = node.get("influence")
+    score = None
+    if influence is not None and not aggregate:
+        score = as_float(influence, child(path, "influence"))
+    try:
+        return Component.from_name(key[0], position=key[1], score=score)
+    except ValueError as exc:
+        raise InterchangeError(error_text(exc), location=path) from None
+
+
+def _read_links(root: dict[str, Any], by_id: dict[str, _Key]) -> list[Edge]:
+    """The graph's links as edges; links that become the same edge add their weights."""
+    weights: dict[tuple[_Key, _Key], float] = {}
+    for index, raw in enumerate(as_list(need(root, "links", "$"), "$.links")):
+        path = child("$.links", index)
+        source, target, weight = _read_link(as_object(raw, path), path, by_id)
+        weights[(source, target)] = weights.get((source, target), 0.0) + weight
+    return [Edge(source=s[0], target=t[0], score=w, position=s[1]) for (s, t), w in weights.items()]
+
+
+def _read_link(link: dict[str, Any], path: str, by_id: dict[str, _Key]) -> tuple[_Key, _Key, float]:
+    """One link's ends and weight, refusing what a circuitreg edge cannot be: a link across
+    positions, or one that does not go forward through the model."""
+    ends = []
+    for end in ("source", "target"):
+        ref = as_str(need(link, end, path), child(path, end))
+        if ref not in by_id:
+            raise InterchangeError(f"{end} {ref!r} is not a node_id", location=child(path, end))
+        ends.append(by_id[ref])
+    source, target = ends
+    weight = as_float(need(link, "weight", path), child(path, "weight"))
+    if source[1] != target[1]:
+        raise UnrepresentableError(
+            f"the link goes from position {source[1]} to position {target[1]}; a "
+            "circuitreg edge has one position (import with aggregate to drop positions)",
+            location=path,
+        )
+    if node_order_key(source[0]) >= node_order_key(target[0]):
+        raise UnrepresentableError(
+            f"link {source[0]} -> {target[0]} does not go forward through the model",
+            location=path,
+        )
+    return source, target, weight
 
 
 def _node_entry(comp: Component, n_layers: int) -> dict[str, Any]:
