@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 from discovery_speed import MODELS
-from recovery import method_params
+from recovery import VARIANTS, method_name, method_params
 from transformer_lens.model_bridge import TransformerBridge
 
 from circuitreg.workers.graph import ComputationalGraph
@@ -79,7 +79,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     registry = default_registry()
-    names = args.methods.split(",") if args.methods else registry.names()
+    names = args.methods.split(",") if args.methods else [*registry.names(), *VARIANTS]
     lines = [
         "| model (task) | edges | ablation | method | seconds | forward | backward | kept edges |",
         "|---|---|---|---|---|---|---|---|",
@@ -87,7 +87,7 @@ def main() -> None:
     for label, bridge, task, ablation in models(args.device):
         graph = ComputationalGraph.from_model(bridge)
         for name in names:
-            info = registry.get(name)
+            info = registry.get(method_name(name))
             params = method_params(name, args.mask_steps, ablation)
             params = {"metric": task.default_metric} | params
             config = info.config(params)

@@ -21,7 +21,7 @@ graded as 0 (``groundtruth.recover``).
 Writes ``bench/results/recovery.md``.
 
     python bench/recovery.py [--n 32] [--threads 2] [--mask-steps 300]
-        [--methods relp,eap,eap_ig] [--out PATH]
+        [--methods relp,eap,eap_ig,cd_t,cd_t:pattern] [--out PATH]
 """
 
 from __future__ import annotations
@@ -111,9 +111,23 @@ def unseen_cases(n: int) -> list[tuple[str, Any, Any, tuple[str, ...], str]]:
     return out
 
 
+# Rows beside the registered methods' defaults: label -> (method, its changed options).
+# CD-T's own attention rule holds the pattern fixed, so edges into queries and keys score 0;
+# the pattern rule lets them move, which is what the q/k edges of these truths need.
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "cd_t:pattern": ("cd_t", {"attention_rule": "pattern"}),
+}
+
+
+def method_name(label: str) -> str:
+    """The registered method of a row label (a method name or a ``VARIANTS`` label)."""
+    return VARIANTS[label][0] if label in VARIANTS else label
+
+
 def method_params(method: str, mask_steps: int, ablation: str) -> dict[str, Any]:
-    """Per-method settings: defaults, except the ablation and mask pruning's step count."""
-    params: dict[str, Any] = {"ablation": ablation}
+    """Per-method settings: defaults, except the ablation and mask pruning's step count
+    (and a variant's options)."""
+    params: dict[str, Any] = {"ablation": ablation, **VARIANTS.get(method, ("", {}))[1]}
     if method == "acdc":
         # ACDC's own metric (KL, as in Conmy et al.) with tau as a fraction of the full
         # effect, so one tau means the same on every task. With the tasks' logit_diff and an
@@ -147,7 +161,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS, help="where to write the table")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    methods = args.methods.split(",") if args.methods else default_registry().names()
+    methods = args.methods.split(",") if args.methods else [*default_registry().names(), *VARIANTS]
     lines = [
         "| case | true edges / all | ablation | method | ROC AUC | precision | recall | selected | "
         "selection | seconds |",
@@ -164,7 +178,7 @@ def main() -> None:
                 params = method_params(method, args.mask_steps, ablation)
                 start = time.perf_counter()
                 try:
-                    rec, result = recover(method, bridge, task, truth, params)
+                    rec, result = recover(method_name(method), bridge, task, truth, params)
                 except ConfigError as exc:  # e.g. a corruption that changes nothing
                     reason = str(exc).replace("|", "\\|")  # a table cell
                     lines.append(f"| {label} | {len(truth)} | {ablation} | {method} | refused: "
