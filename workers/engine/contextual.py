@@ -43,6 +43,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Literal
 
 import torch
@@ -196,6 +197,16 @@ class Sources:
         return torch.tensor([w != writer for w in self.writers], device=self.out.device)
 
 
+@lru_cache(maxsize=8)
+def read_table(graph: ComputationalGraph) -> torch.Tensor:
+    """``[n_writers, n_slots]``: whether each writer writes to each reader (built once per
+    graph: a Python loop over every writer and reader)."""
+    table = torch.zeros(len(graph.writers), len(graph.slots), dtype=torch.bool)
+    for j, slot in enumerate(graph.slots):
+        table[list(slot.writers), j] = True
+    return table
+
+
 def make_sources(
     graph: ComputationalGraph,
     clean: torch.Tensor,
@@ -206,9 +217,7 @@ def make_sources(
     """Sets for ``writers`` from clean ``[N, T, W, d]`` and ablated ``[N|1, T, W, d]`` writer
     outputs, with ``coeff [S, n_slots]`` (used only where the source writes)."""
     index = torch.tensor(writers, device=clean.device)
-    reads = torch.tensor(
-        [[w in slot.writers for slot in graph.slots] for w in writers], device=clean.device
-    )
+    reads = read_table(graph)[writers].to(clean.device)
     out = clean[:, :, index].permute(2, 0, 1, 3)
     delta = out - ablated[:, :, index].permute(2, 0, 1, 3)
     return Sources(writers, out, delta, coeff, reads)
