@@ -8,7 +8,9 @@ its own Python process so its peak resident memory (``ru_maxrss``; on CUDA also
 ``--timeout`` seconds is reported as such, with the time it was given. The reference row is
 two forwards and one backward of the bridge on the same prompts (what attribution patching
 costs at least). One prompt goes through the model before the clock starts, so first-call
-set-up is counted in no row.
+set-up is counted in no row. The last column is the engine's memory plan for the method's
+pass (``workers/engine/memory.py``: examples and sets per pass, and the bytes it estimates
+for them), to read beside the measured peak minus the loaded model.
 
 Writes ``bench/results/scale.md``.
 
@@ -33,7 +35,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "scale.md"
 CACHE = Path(os.environ.get("CIRCUITREG_BENCH_CACHE", Path.home() / ".cache" / "circuitreg-bench"))
 SEQ = 8  # induction halves: 16 tokens per prompt
 METHODS = (
-    "eap", "eap_ig", "activation_patching", "path_patching", "acdc", "mask_pruning",
+    "eap", "eap_ig", "activation_patching", "path_patching", "acdc", "mask_pruning", "verified",
 )  # fmt: skip
 
 
@@ -84,6 +86,7 @@ def run_one(shape: str, method: str, pairs: int, device: str) -> dict[str, Any]:
         return {"seconds": seconds, "n_forward": 2, "n_backward": 1, "edges": graph.n_edges,
                 "loaded_rss_mb": round(loaded_rss, 1), **_peak(device)}  # fmt: skip
     entry = default_registry().get(method)
+    estimate = _estimate(loaded.bridge, graph, task, method, entry.config_cls())
     started = time.perf_counter()
     result = entry.fn(loaded.bridge, task, graph, entry.config_cls())
     seconds = time.perf_counter() - started
@@ -93,8 +96,28 @@ def run_one(shape: str, method: str, pairs: int, device: str) -> dict[str, Any]:
         "n_backward": result.n_backward,
         "edges": graph.n_edges,
         "loaded_rss_mb": round(loaded_rss, 1),
+        **estimate,
         **_peak(device),
     }
+
+
+WORKLOADS = {"eap": "attribution", "relp": "attribution", "eap_ig": "attribution",
+             "mask_pruning": "patching_grad"}  # fmt: skip
+
+
+def _estimate(model: Any, graph: Any, task: Any, method: str, config: Any) -> dict[str, Any]:
+    """The engine's memory plan for the method's pass: examples per pass, sets per pass and
+    the estimated bytes of that pass (``workers/engine/memory.py``), to set beside the peak."""
+    from circuitreg.workers.engine import InterventionEngine
+
+    workload = WORKLOADS.get(method, "patching")
+    batch_size = int(getattr(config, "batch_size", 32))
+    engine = InterventionEngine(model, graph, task, batch_size=batch_size, verify=False,
+                                workload=workload)  # type: ignore[arg-type]  # fmt: skip
+    n = engine.batch_size
+    sets = 1 if workload == "attribution" else engine.sets_per_pass(n)
+    return {"planned_batch": n, "planned_sets": sets,
+            "estimate_mb": round(n * engine.plan.cost.per_example(sets) / 2**20, 1)}  # fmt: skip
 
 
 def measure(shape: str, method: str, pairs: int, device: str, timeout: float) -> dict[str, Any]:
@@ -114,13 +137,21 @@ def measure(shape: str, method: str, pairs: int, device: str, timeout: float) ->
 
 def _row(shape: str, method: str, figures: dict[str, Any]) -> str:
     if "error" in figures:
-        return f"| {shape} | {method} | {figures['error']} | | | | |"
+        return f"| {shape} | {method} | {figures['error']} | | | | | |"
     cuda = figures.get("peak_cuda_mb")
     return (
         f"| {shape} | {method} | {figures['seconds']:.2f} | {figures['n_forward']} | "
         f"{figures['n_backward']} | {figures['peak_rss_mb']:.0f} (model loaded: "
-        f"{figures['loaded_rss_mb']:.0f}) | {'' if cuda is None else f'{cuda:.0f}'} |"
+        f"{figures['loaded_rss_mb']:.0f}) | {'' if cuda is None else f'{cuda:.0f}'} | "
+        f"{_plan(figures)} |"
     )
+
+
+def _plan(figures: dict[str, Any]) -> str:
+    if "estimate_mb" not in figures:
+        return ""
+    return (f"{figures['estimate_mb']:.0f} ({figures['planned_batch']} examples x "
+            f"{figures['planned_sets']} sets)")  # fmt: skip
 
 
 def main() -> None:
@@ -148,8 +179,8 @@ def main() -> None:
         f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f})\n\n"
         f"`python bench/scale.py --shape {args.shape} --methods {args.methods} "
         f"--pairs {args.pairs} --device {args.device} --timeout {args.timeout:.0f}`\n\n"
-        "| shape | method | seconds | forward | backward | peak RSS MB | peak CUDA MB |\n"
-        "| --- | --- | --- | --- | --- | --- | --- |\n"
+        "| shape | method | seconds | forward | backward | peak RSS MB | peak CUDA MB "
+        "| planned pass MB |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n"
     )
     if not args.out.exists():
         args.out.write_text(

@@ -7,6 +7,7 @@ A bad value stops start-up with one line that names the variable (see ``load_set
 
 from __future__ import annotations
 
+import re
 import sys
 from functools import lru_cache
 from pathlib import Path
@@ -16,6 +17,21 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 GraphBackend = Literal["embedded", "neo4j", "falkordb"]
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}  # fmt: skip
+
+
+def parse_bytes(text: str) -> int:
+    """``12GiB``, ``512MB``, ``1e9`` or a plain byte count as bytes; ``ValueError`` naming
+    the text otherwise (pydantic-settings reads the variable as text)."""
+    found = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?(?:e[0-9]+)?)\s*([a-zA-Z]*)\s*", text)
+    unit = found.group(2).lower() if found else ""
+    if found is None or unit not in _UNITS:
+        raise ValueError(f"not a memory size: {text!r} (use bytes or e.g. 512MiB, 12GiB, 8GB)")
+    value = int(float(found.group(1)) * _UNITS[unit])
+    if value <= 0:
+        raise ValueError(f"a memory size must be positive, got {text!r}")
+    return value
 
 
 class Settings(BaseSettings):
@@ -69,6 +85,11 @@ class Settings(BaseSettings):
         default=64 * 1_048_576, ge=1024, description="Largest body of POST /circuits."
     )
     device: str = Field(default="auto", description="Torch device for workers: auto, cpu, cuda:N.")
+    memory_budget: int | None = Field(
+        default=None,
+        description="Bytes a worker's engine may use beyond the model (e.g. 12GiB); unset: "
+        "90% of free CUDA memory or 80% of available RAM.",
+    )
     ray_address: str | None = Field(
         default=None, description="Ray cluster for sharded jobs; unset: a local Ray."
     )
@@ -95,6 +116,11 @@ class Settings(BaseSettings):
         except ArgumentError as exc:
             raise ValueError(f"not a SQLAlchemy URL: {value!r}") from exc
         return value
+
+    @field_validator("memory_budget", mode="before")
+    @classmethod
+    def _parse_memory_size(cls, value: object) -> object:
+        return parse_bytes(value) if isinstance(value, str) else value
 
     @property
     def resolved_database_url(self) -> str:

@@ -5,8 +5,9 @@ batch of examples, the clean run and the ablated writer outputs, then evaluates 
 patch masks ``[S, n_edges]`` (1 = the edge carries its ablated value) by stacking up to
 ``set_batch`` of them into one forward pass. On construction it checks that its own
 residual-stream forward reproduces the bridge's logits, so a model it cannot decompose
-exactly is refused rather than silently mis-scored. It runs on the model's device (CUDA when
-the model is there).
+exactly is refused rather than silently mis-scored. Before that, it plans how many examples
+a pass holds from the memory budget (``memory.py``), and refuses a run that cannot fit. It
+runs on the model's device (CUDA when the model is there).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from circuitreg.workers.ablation import (
     dataset_mean,
 )
 from circuitreg.workers.engine.forward import Override, embed, run_forward
+from circuitreg.workers.engine.memory import MemoryPlan, Widths, Workload, budget_for, plan_batch
 from circuitreg.workers.engine.relevance import RelevanceRules
 from circuitreg.workers.engine.weights import EngineError, ModelWeights, read_weights
 from circuitreg.workers.graph import ComputationalGraph
@@ -74,6 +76,8 @@ class InterventionEngine:
         set_batch: int = 16,
         verify: bool = True,
         cache_bytes: int = 512 * 2**20,
+        workload: Workload = "patching",
+        memory_budget: int | None = None,
     ) -> None:
         if (graph.n_layers, graph.n_heads) != (int(model.cfg.n_layers), int(model.cfg.n_heads)):
             raise EngineError(
@@ -88,7 +92,11 @@ class InterventionEngine:
         self.task = task.to(self.weights.device)
         self.ablation: AblationKind = check_ablation(ablation)
         self.metric = resolve_metric(metric)
-        self.batch_size = batch_size
+        # planned before any forward, so a run that cannot fit says so before it starts
+        widths = Widths.of(self.weights, graph, task.seq_len)
+        budget = budget_for(self.weights.device, memory_budget)
+        self.plan: MemoryPlan = plan_batch(widths, workload, batch_size, budget)
+        self.batch_size = self.plan.batch_size
         self.set_batch = set_batch
         self.n_forward = 0
         self.n_backward = 0
@@ -146,23 +154,29 @@ class InterventionEngine:
         return self._mean
 
     def _prepare(self, task: TaskData) -> PreparedBatch:
-        clean_outputs = self.writer_outputs(task.clean)
-        mean = self._dataset_mean() if self.ablation == "mean" else None
-        ablated = ablated_outputs(
-            self.ablation, self.writer_outputs, task.corrupted, clean_outputs, mean
-        )
+        """One recorded clean forward (writer outputs and the logits at the read positions)
+        and the ablated writer outputs (a corrupted forward under resample)."""
         embedded = embed(self.weights, task.clean)
         with torch.no_grad():
-            clean = run_forward(self.weights, self.graph, embedded, task.positions)
+            clean = run_forward(self.weights, self.graph, embedded, task.positions, record=True)
         self.n_forward += 1
+        assert clean.writer_outputs is not None
+        clean_outputs = clean.writer_outputs[0]
         return PreparedBatch(
             task=task,
             embedded=embedded,
             clean_outputs=clean_outputs,
-            ablated=ablated,
+            ablated=self.ablated_outputs(task, clean_outputs.shape),
             clean_logprobs=torch.log_softmax(clean.logits[0].float(), dim=-1),
             weight=task.n_examples / self.task.n_examples,
         )
+
+    def ablated_outputs(self, task: TaskData, shape: torch.Size) -> torch.Tensor:
+        """What a patched edge carries on this batch, ``[N|1, T, W, d]``, for writer
+        outputs of ``shape`` ``[N, T, W, d]``: one corrupted forward under resample."""
+        mean = self._dataset_mean() if self.ablation == "mean" else None
+        zeros = torch.zeros(1, *shape[1:], device=self.device, dtype=self.weights.w_e.dtype)
+        return ablated_outputs(self.ablation, self.writer_outputs, task.corrupted, zeros, mean)
 
     def batches(self) -> Iterator[PreparedBatch]:
         """The prepared example batches (cached when they fit in ``cache_bytes``)."""
@@ -225,16 +239,17 @@ class InterventionEngine:
 
     def sets_per_pass(self, n_examples: int) -> int:
         """Sets stacked per forward pass over ``n_examples`` prompts: ``set_batch``, or fewer
-        on the CPU where a larger pass would outgrow the cache (``CPU_PASS_ELEMENTS``)."""
+        where the memory plan allows fewer, or on the CPU where a larger pass would outgrow
+        the cache (``CPU_PASS_ELEMENTS``)."""
         if self.device.type != "cpu":
-            return self.set_batch
+            return self.plan.sets_within(n_examples, self.set_batch)
         layers = self.weights.layers
         if all(layer.linear_qkv_input for layer in layers):
             width, budget = int(layers[0].w_q.shape[-1]), CPU_PROJECTED_PASS_ELEMENTS
         else:
             width, budget = int(self.weights.w_e.shape[1]), CPU_PASS_ELEMENTS
         per_set = n_examples * self.task.seq_len * 3 * self.graph.n_heads * width
-        return max(1, min(self.set_batch, budget // per_set))
+        return self.plan.sets_within(n_examples, max(1, min(self.set_batch, budget // per_set)))
 
     @property
     def max_sets_per_pass(self) -> int:

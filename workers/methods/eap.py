@@ -25,6 +25,8 @@ import torch
 from pydantic import Field
 
 from circuitreg.workers.engine import InterventionEngine
+from circuitreg.workers.engine.forward import embed
+from circuitreg.workers.engine.gradients import reader_gradients
 from circuitreg.workers.engine.relevance import RelevanceRules
 from circuitreg.workers.graph import ComputationalGraph
 from circuitreg.workers.methods.base import ConfigError, MethodConfig, ProgressFn, ScoreResult
@@ -74,19 +76,42 @@ def attribution_scores(
     rules: RelevanceRules | None = None,
 ) -> torch.Tensor:
     """Gradient of the metric w.r.t. the patch coefficients at zero, ``[n_edges]`` (with
-    ``rules``, the relevance-propagating one: RelP)."""
+    ``rules``, the relevance-propagating one: RelP).
+
+    Per batch of examples: the ablated writer outputs (a corrupted forward under resample)
+    and one unpatched forward and backward that give every reader's gradient and the clean
+    writer outputs at once (``engine.gradients``); the clean run's own logits are the
+    reference distribution a KL metric compares with.
+    """
     total = torch.zeros(engine.graph.n_edges, dtype=torch.float64)
-    batches = list(engine.batches())
-    for i, batch in enumerate(batches):
-        patch = torch.zeros(1, engine.graph.n_edges, device=engine.device, requires_grad=True)
-        value = engine.metric_of(batch, engine.run(batch, patch, rules=rules)).sum()
-        (grad,) = torch.autograd.grad(value, patch)
+    tasks = list(engine.task.batches(engine.batch_size))
+    for i, task in enumerate(tasks):
+        weight = task.n_examples / engine.task.n_examples
+
+        def metric(
+            logits: torch.Tensor, task: TaskData = task, weight: float = weight
+        ) -> torch.Tensor:
+            reference = torch.log_softmax(logits[0].detach().float(), dim=-1)
+            return engine.metric(logits, task, reference).sum() * weight
+
+        embedded = embed(engine.weights, task.clean)
+        grads = reader_gradients(
+            engine.weights, engine.graph, embedded, task.positions, metric, rules
+        )
+        engine.n_forward += 1
         engine.n_backward += 1
-        total += grad[0].double().cpu()
+        ablated = engine.ablated_outputs(task, _engine_shape(grads.outputs))
+        total += grads.edge_scores(engine.graph, grads.delta_to(ablated))
         if progress is not None:
             name = "EAP" if rules is None else "RelP"
-            progress((i + 1) / len(batches), f"{name} batch {i + 1}/{len(batches)}")
+            progress((i + 1) / len(tasks), f"{name} batch {i + 1}/{len(tasks)}")
     return total.float()
+
+
+def _engine_shape(writer_major: torch.Tensor) -> torch.Size:
+    """``[N, T, W, d]``, the engine's layout, of writer outputs kept ``[W, N, T, d]``."""
+    w, n, t, d = writer_major.shape
+    return torch.Size((n, t, w, d))
 
 
 @register_method(
@@ -117,7 +142,13 @@ def attribution_patching(
     start = time.perf_counter()
     run_task = swapped(task) if config.direction == "denoising" else task
     engine = InterventionEngine(
-        model, graph, run_task, config.ablation, config.metric, config.batch_size
+        model,
+        graph,
+        run_task,
+        config.ablation,
+        config.metric,
+        config.batch_size,
+        workload="attribution",
     )
     scores = attribution_scores(engine, progress, rules=rules)
     return ScoreResult(

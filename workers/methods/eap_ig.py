@@ -26,7 +26,10 @@ tracr programs with zero ablation, ``input->m0`` carries the tokens and tracr's 
 they contribute -0.656 and +0.656 and the edge scores exactly 0 though it is needed. Exact
 patching (ACDC, path patching, mask pruning) sees such edges.
 
-Every evaluation is one batched pass on the intervention engine; the gradient is read off the
+The inputs variant's points are unpatched runs, so each is one forward and backward of the
+probed model (``engine.gradients``: every reader's gradient at once), contracted with the
+clean run's deltas after the steps are summed. The activations variant fixes a writer group
+per point, one batched pass on the intervention engine each, with the gradient read off the
 patch coefficients (fixed-delta mode, so ``d metric / d patch_e = delta_w . grad_r``).
 """
 
@@ -39,6 +42,8 @@ import torch
 from pydantic import Field
 
 from circuitreg.workers.engine import InterventionEngine, Override, PreparedBatch
+from circuitreg.workers.engine.gradients import ReaderGradients, reader_gradients
+from circuitreg.workers.engine.memory import Workload
 from circuitreg.workers.graph import ComputationalGraph
 from circuitreg.workers.methods.base import ConfigError, MethodConfig, ProgressFn, ScoreResult
 from circuitreg.workers.methods.eap import node_scores_from_edges
@@ -108,6 +113,30 @@ def _gradient(
     return grad[0].double().cpu()
 
 
+def _integrated_inputs(
+    engine: InterventionEngine, batch: PreparedBatch, steps: int
+) -> torch.Tensor:
+    """The inputs variant's summed scores on one batch: the reader gradients at each
+    interpolated input (one unpatched forward and backward each, ``engine.gradients``),
+    summed, then contracted once with the clean run's writer deltas."""
+
+    def metric(logits: torch.Tensor) -> torch.Tensor:
+        return engine.metric_of(batch, logits).sum()
+
+    ablated_input = batch.ablated.expand_as(batch.clean_outputs)[:, :, 0]
+    total: ReaderGradients | None = None
+    for k in range(steps):
+        alpha = k / steps
+        emb = ablated_input + alpha * (batch.embedded - ablated_input)
+        grads = reader_gradients(engine.weights, engine.graph, emb, batch.task.positions, metric)
+        engine.n_forward += 1
+        engine.n_backward += 1
+        total = grads if total is None else total.plus(grads)
+    assert total is not None  # steps >= 1
+    delta = batch.ablated.permute(2, 0, 1, 3) - batch.clean_outputs.permute(2, 0, 1, 3)
+    return total.edge_scores(engine.graph, delta)
+
+
 @register_method(
     "eap_ig",
     config=EAPIGConfig,
@@ -123,29 +152,31 @@ def eap_ig(
     """Score every edge with EAP-IG."""
     start = time.perf_counter()
     _refuse_a_normalised_zero_input(model, config.ablation)  # before any forward pass
+    workload: Workload = "attribution" if config.variant == "inputs" else "patching_grad"
     engine = InterventionEngine(
-        model, graph, task, config.ablation, config.metric, config.batch_size
-    )
+        model, graph, task, config.ablation, config.metric, config.batch_size,
+        workload=workload,
+    )  # fmt: skip
     batches = list(engine.batches())
     groups = _writer_groups(graph) if config.variant == "activations" else [(0, 1)]
     total_work = len(batches) * len(groups) * config.steps
     done = 0
     scores = torch.zeros(graph.n_edges, dtype=torch.float64)
     for batch in batches:
+        if config.variant == "inputs":
+            scores += _integrated_inputs(engine, batch, config.steps)
+            done += config.steps
+            if progress is not None:
+                progress(done / total_work, f"EAP-IG step {done}/{total_work}")
+            continue
         ablated = batch.ablated.expand_as(batch.clean_outputs)
         for lo, hi in groups:
             for k in range(config.steps):
-                if config.variant == "inputs":
-                    alpha = k / config.steps
-                    emb = ablated[:, :, 0] + alpha * (batch.embedded - ablated[:, :, 0])
-                    scores += _gradient(engine, batch, embedded=emb)
-                else:
-                    alpha = (k + 1) / config.steps
-                    values = (
-                        alpha * batch.clean_outputs[:, :, lo:hi]
-                        + (1 - alpha) * ablated[:, :, lo:hi]
-                    )
-                    scores += _gradient(engine, batch, override=Override(lo, hi, values))
+                alpha = (k + 1) / config.steps
+                values = (
+                    alpha * batch.clean_outputs[:, :, lo:hi] + (1 - alpha) * ablated[:, :, lo:hi]
+                )
+                scores += _gradient(engine, batch, override=Override(lo, hi, values))
                 done += 1
                 if progress is not None:
                     progress(done / total_work, f"EAP-IG step {done}/{total_work}")

@@ -100,7 +100,7 @@ def mask_pruning(
     assert config.lr is not None and config.mask_samples is not None  # resolve fills them
     engine = InterventionEngine(
         model, graph, task, config.ablation, config.metric, config.batch_size,
-        set_batch=config.mask_samples,
+        set_batch=config.mask_samples, workload="patching_grad",
     )  # fmt: skip
     distribution = make_distribution(config.parameterisation, config.temperature)
     warm = _warm_start(model, task, graph, config, progress)

@@ -1,0 +1,187 @@
+"""Attribution at the unpatched run: every edge's gradient from one forward and one backward.
+
+EAP (and EAP-IG's ``inputs`` variant at each of its points) needs ``d metric / d patch_e`` at
+``patch = 0`` only, which is ``delta_w . d metric / d x_r`` for edge ``e = (w, r)``
+(``reference.py``). At ``patch = 0`` every reader sees the plain residual stream, so the run
+that gives those gradients is the model's own forward: one stream, one norm per block input,
+the heads' q/k/v inputs and the MLP inputs taken as views of it. Each reader's input gets a
+zero probe of its own, so the backward pass yields ``d metric / d x_r`` for every reader
+separately, and the edge scores are then one matrix product per layer (readers x positions x
+d_model against writers x positions x d_model).
+
+Why not the engine's patched forward: that run carries a coefficient per edge through every
+reader's input (``[S, 3, H, k]`` mixtures of the writers formed and normed per head), which is
+what exact patching needs and what made EAP cost 3x the model's own two forwards and one
+backward on GPT-2 small's shape (bench/results/scale.md). This path computes the same numbers
+(tests/workers/test_engine_gradients.py holds it to the engine's patch gradient) at the cost
+of the model's forward plus the probes' per-head norms. It is TransformerLens'
+``attribution_patch`` idea (gradients at hook points times activation differences), on the
+engine's graph and batched over examples; ``rules`` (RelP) apply here as in ``run_forward``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
+
+import torch
+
+from circuitreg.workers.engine.blocks import attention, head_outputs, mlp
+from circuitreg.workers.engine.relevance import RelevanceRules
+from circuitreg.workers.engine.weights import ModelWeights
+from circuitreg.workers.graph import ComputationalGraph, ReceiverSlot
+
+MetricOfLogits = Callable[[torch.Tensor], torch.Tensor]
+"""The (weighted) metric of logits ``[1, N, P, V]`` as a scalar."""
+
+
+@dataclass(frozen=True)
+class ReaderGradients:
+    """One unpatched run's writer outputs and each reader input's gradient.
+
+    ``outputs`` ``[W, N, T, d]`` (detached, writer-major in ``graph.writers`` order, so a
+    slot's writers are rows of one matrix); ``q[l]`` ``[H, N, T, d]`` and ``kv[l]``
+    ``[2, H, N, T, d]`` for layer ``l``'s query, key and value inputs; ``mlp[l]``
+    ``[N, T, d]`` (None without MLPs); ``logits`` ``[N, P, d]`` at the read positions.
+    """
+
+    outputs: torch.Tensor
+    q: list[torch.Tensor]
+    kv: list[torch.Tensor]
+    mlp: list[torch.Tensor | None]
+    logits: torch.Tensor
+    positions: torch.Tensor
+    value: float
+
+    def plus(self, other: ReaderGradients) -> ReaderGradients:
+        """The gradients of both runs summed (the writer outputs are this run's): what an
+        integrated gradient averages before one contraction with the deltas."""
+
+        def add(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
+            return None if a is None or b is None else a + b
+
+        return replace(
+            self,
+            q=[a + b for a, b in zip(self.q, other.q, strict=True)],
+            kv=[a + b for a, b in zip(self.kv, other.kv, strict=True)],
+            mlp=[add(a, b) for a, b in zip(self.mlp, other.mlp, strict=True)],
+            logits=self.logits + other.logits,
+            value=self.value + other.value,
+        )
+
+    def delta_to(self, ablated: torch.Tensor) -> torch.Tensor:
+        """``ablated - outputs`` writer-major ``[W, N, T, d]``, for ablated writer outputs
+        ``[N|1, T, W, d]`` as the engine keeps them."""
+        return ablated.permute(2, 0, 1, 3) - self.outputs
+
+    def edge_scores(self, graph: ComputationalGraph, delta: torch.Tensor) -> torch.Tensor:
+        """``delta_w . grad_r`` summed over examples and positions, per edge ``[n_edges]``
+        (float64), for writer changes ``delta`` ``[W, N, T, d]`` (``delta_to``)."""
+        rows = delta.reshape(delta.shape[0], -1)  # [W, N*T*d]
+        scores = torch.zeros(graph.n_edges, dtype=torch.float64, device=delta.device)
+        for slot, grad in self._slot_gradients(graph):
+            block = grad.reshape(-1, rows.shape[1]) @ _rows_of(rows, slot.writers).mT  # [R, k]
+            stop = slot.edge_start + block.numel()
+            scores[slot.edge_start : stop] = block.reshape(-1).double()
+        examples = torch.arange(delta.shape[1], device=delta.device)[:, None]
+        at_read = delta[:, examples, self.positions].reshape(delta.shape[0], -1)  # [W, N*P*d]
+        logits_slot = graph.slots[-1]
+        block = _rows_of(at_read, logits_slot.writers) @ self.logits.reshape(-1)
+        scores[logits_slot.edge_start : logits_slot.edge_stop] = block.double()
+        return scores.cpu()
+
+    def _slot_gradients(self, graph: ComputationalGraph) -> list[tuple[ReceiverSlot, torch.Tensor]]:
+        """Per layer: its first q slot with the layer's ``[3H, N, T, d]`` gradients (the 3H
+        slots read the same writers and their edges are contiguous), and its MLP slot."""
+        pairs: list[tuple[ReceiverSlot, torch.Tensor]] = []
+        firsts = [s for s in graph.slots if s.receiver == "q" and s.head == 0]
+        for layer, slot in enumerate(firsts):
+            pairs.append((slot, torch.cat((self.q[layer], self.kv[layer].flatten(0, 1)))))
+            grad = self.mlp[layer]
+            if grad is not None:
+                mlp_slot = next(s for s in graph.slots if s.layer == layer and s.receiver is None)
+                pairs.append((mlp_slot, grad[None]))
+        return pairs
+
+
+def _rows_of(rows: torch.Tensor, writers: tuple[int, ...]) -> torch.Tensor:
+    """The rows of ``writers``: a view where they are the first ``k`` (every slot of the
+    graphs here), a gathered copy otherwise."""
+    if writers == tuple(range(len(writers))):
+        return rows[: len(writers)]
+    return rows[list(writers)]
+
+
+def reader_gradients(
+    weights: ModelWeights,
+    graph: ComputationalGraph,
+    embedded: torch.Tensor,
+    positions: torch.Tensor,
+    metric: MetricOfLogits,
+    rules: RelevanceRules | None = None,
+) -> ReaderGradients:
+    """Run the unpatched model from ``embedded`` ``[N, T, d]`` and differentiate ``metric`` of
+    its logits at ``positions`` ``[N, P]`` with respect to every reader's input."""
+    with rules.applied(weights) if rules is not None else nullcontext():
+        run = _probed_forward(weights, graph, embedded.detach(), positions)
+        value = metric(run.logits)
+        wanted = [*run.q, *run.kv, *(p for p in run.mlp if p is not None), run.logits_probe]
+        grads = list(torch.autograd.grad(value, wanted, allow_unused=True, materialize_grads=True))
+    layers = len(weights.layers)
+    q, kv, rest = grads[:layers], grads[layers : 2 * layers], iter(grads[2 * layers :])
+    return ReaderGradients(
+        outputs=run.outputs,
+        q=[g[:, 0] for g in q],
+        kv=[g[:, :, 0] for g in kv],
+        mlp=[None if p is None else next(rest) for p in run.mlp],
+        logits=next(rest),
+        positions=positions,
+        value=float(value.detach()),
+    )
+
+
+@dataclass(frozen=True)
+class _ProbedRun:
+    outputs: torch.Tensor  # [W, N, T, d], detached
+    q: list[torch.Tensor]  # per layer, the zero probes [H, 1, N, T, d] on the query inputs
+    kv: list[torch.Tensor]  # [2, H, 1, N, T, d] on the key and value inputs
+    mlp: list[torch.Tensor | None]  # [N, T, d] on the MLP inputs
+    logits_probe: torch.Tensor  # [N, P, d]
+    logits: torch.Tensor  # [1, N, P, V]
+
+
+def _probed_forward(
+    weights: ModelWeights, graph: ComputationalGraph, x: torch.Tensor, positions: torch.Tensor
+) -> _ProbedRun:
+    """The model's forward with a zero probe added to each reader's input (its own, so the
+    backward pass keeps the readers apart); writer outputs are written into one buffer."""
+    n, t, d = x.shape
+    heads = graph.n_heads
+    outputs = x.new_empty(len(graph.writers), n, t, d)
+    outputs[0] = x
+    run = _ProbedRun(outputs, [], [], [], x.new_zeros(n, positions.shape[1], d), x)
+    written = 1
+    for layer in weights.layers:
+        q_probe = x.new_zeros(heads, 1, n, t, d, requires_grad=True)
+        kv_probe = x.new_zeros(2, heads, 1, n, t, d, requires_grad=True)
+        z = attention(layer, x + q_probe, x + kv_probe, weights.attn_scale, weights.causal)
+        mlp_probe = None if graph.attn_only else x.new_zeros(n, t, d, requires_grad=True)
+        mlp_in = x if graph.parallel_attn_mlp else None
+        head_out = head_outputs(z, layer.w_o)[:, 0]  # [H, N, T, d]
+        x = x + head_out.sum(0) + layer.b_o
+        outputs[written : written + heads] = head_out.detach()
+        written += heads
+        if mlp_probe is not None:
+            mlp_out = mlp(layer, ((x if mlp_in is None else mlp_in) + mlp_probe)[None])[0]
+            x = x + mlp_out
+            outputs[written] = mlp_out.detach()
+            written += 1
+        run.q.append(q_probe)
+        run.kv.append(kv_probe)
+        run.mlp.append(mlp_probe)
+    examples = torch.arange(n, device=x.device)[:, None]
+    run.logits_probe.requires_grad_(True)
+    final = x[examples, positions] + run.logits_probe
+    logits = weights.ln_final(final) @ weights.w_u + weights.b_u
+    return replace(run, outputs=outputs.detach(), logits=logits[None])
