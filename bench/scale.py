@@ -60,7 +60,19 @@ def _peak(device: str) -> dict[str, float | None]:
     }
 
 
-def run_one(shape: str, method: str, pairs: int, device: str) -> dict[str, Any]:
+def parse_params(text: str) -> dict[str, dict[str, str]]:
+    """``"mask_pruning:steps=20,lr=0.1;verified:base_method=eap"`` as options per method."""
+    out: dict[str, dict[str, str]] = {}
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        method, _, options = part.partition(":")
+        pairs = (o.split("=", 1) for o in options.split(",") if o.strip())
+        out[method.strip()] = {key.strip(): value.strip() for key, value in pairs}
+    return out
+
+
+def run_one(
+    shape: str, method: str, pairs: int, device: str, params: dict[str, str] | None = None
+) -> dict[str, Any]:
     """One method (or ``reference``) in this process; returns its figures."""
     import torch
 
@@ -86,9 +98,10 @@ def run_one(shape: str, method: str, pairs: int, device: str) -> dict[str, Any]:
         return {"seconds": seconds, "n_forward": 2, "n_backward": 1, "edges": graph.n_edges,
                 "loaded_rss_mb": round(loaded_rss, 1), **_peak(device)}  # fmt: skip
     entry = default_registry().get(method)
-    estimate = _estimate(loaded.bridge, graph, task, method, entry.config_cls())
+    config = entry.config_cls.from_dict(params or {})
+    estimate = _estimate(loaded.bridge, graph, task, method, config)
     started = time.perf_counter()
-    result = entry.fn(loaded.bridge, task, graph, entry.config_cls())
+    result = entry.fn(loaded.bridge, task, graph, config)
     seconds = time.perf_counter() - started
     return {
         "seconds": seconds,
@@ -120,10 +133,12 @@ def _estimate(model: Any, graph: Any, task: Any, method: str, config: Any) -> di
             "estimate_mb": round(n * engine.plan.cost.per_example(sets) / 2**20, 1)}  # fmt: skip
 
 
-def measure(shape: str, method: str, pairs: int, device: str, timeout: float) -> dict[str, Any]:
+def measure(
+    shape: str, method: str, pairs: int, device: str, timeout: float, params: str = ""
+) -> dict[str, Any]:
     """Run ``method`` in a child process; its figures, or how it failed."""
     command = [sys.executable, __file__, "--one", method, "--shape", shape,
-               "--pairs", str(pairs), "--device", device]  # fmt: skip
+               "--pairs", str(pairs), "--device", device, "--params", params]  # fmt: skip
     started = time.perf_counter()
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
@@ -161,24 +176,33 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=32)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per method")
+    parser.add_argument("--params", default="", help="options per method, e.g. "
+                        "'mask_pruning:steps=20;path_patching:receivers=logits'")  # fmt: skip
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(run_one(args.shape, args.one, args.pairs, args.device)))
+        options = parse_params(args.params).get(args.one)
+        print(json.dumps(run_one(args.shape, args.one, args.pairs, args.device, options)))
         return
     model_dir(args.shape)
     rows = []
     for method in ["reference", *args.methods.split(",")]:
-        figures = measure(args.shape, method, args.pairs, args.device, args.timeout)
-        rows.append(_row(args.shape, method, figures))
+        figures = measure(args.shape, method, args.pairs, args.device, args.timeout, args.params)
+        options = parse_params(args.params).get(method)
+        label = method + (
+            f" ({', '.join(f'{k}={v}' for k, v in options.items())})" if options else ""
+        )
+        rows.append(_row(args.shape, label, figures))
         print(rows[-1], flush=True)
     header = (
         f"\n## {args.shape}, {args.pairs} pairs x 16 tokens, {args.device} "
         f"({dt.date.today()}, {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f})\n\n"
         f"`python bench/scale.py --shape {args.shape} --methods {args.methods} "
-        f"--pairs {args.pairs} --device {args.device} --timeout {args.timeout:.0f}`\n\n"
+        f"--pairs {args.pairs} --device {args.device} --timeout {args.timeout:.0f}"
+        + (f" --params '{args.params}'" if args.params else "")
+        + "`\n\n"
         "| shape | method | seconds | forward | backward | peak RSS MB | peak CUDA MB "
         "| planned pass MB |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n"
     )

@@ -54,21 +54,16 @@ class ReaderGradients:
     positions: torch.Tensor
     value: float
 
-    def plus(self, other: ReaderGradients) -> ReaderGradients:
-        """The gradients of both runs summed (the writer outputs are this run's): what an
-        integrated gradient averages before one contraction with the deltas."""
-
-        def add(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
-            return None if a is None or b is None else a + b
-
-        return replace(
-            self,
-            q=[a + b for a, b in zip(self.q, other.q, strict=True)],
-            kv=[a + b for a, b in zip(self.kv, other.kv, strict=True)],
-            mlp=[add(a, b) for a, b in zip(self.mlp, other.mlp, strict=True)],
-            logits=self.logits + other.logits,
-            value=self.value + other.value,
-        )
+    def add_(self, other: ReaderGradients) -> None:
+        """Add ``other``'s gradients into these, in place (the writer outputs stay this
+        run's): what an integrated gradient sums before one contraction with the deltas,
+        without a third copy of every reader's gradient."""
+        for mine, theirs in zip(self.q + self.kv, other.q + other.kv, strict=True):
+            mine.add_(theirs)
+        for mlp_mine, mlp_theirs in zip(self.mlp, other.mlp, strict=True):
+            if mlp_mine is not None and mlp_theirs is not None:
+                mlp_mine.add_(mlp_theirs)
+        self.logits.add_(other.logits)
 
     def delta_to(self, ablated: torch.Tensor) -> torch.Tensor:
         """``ablated - outputs`` writer-major ``[W, N, T, d]``, for ablated writer outputs
@@ -90,6 +85,37 @@ class ReaderGradients:
         block = _rows_of(at_read, logits_slot.writers) @ self.logits.reshape(-1)
         scores[logits_slot.edge_start : logits_slot.edge_stop] = block.double()
         return scores.cpu()
+
+    def position_scores(self, graph: ComputationalGraph, delta: torch.Tensor) -> torch.Tensor:
+        """``delta_w . grad_r`` summed over examples and ``d`` only, per edge and position
+        ``[n_edges, T]`` (float64): the positional edge ``(w -> r at t)`` is writer ``w``'s
+        change at position ``t`` into reader ``r``'s input at ``t`` (``workers/graph.py``).
+
+        The logits are read at ``positions`` ``[N, P]``, not at every position, so a logits
+        edge at ``t`` sums, over examples, the read positions ``p`` of each example with
+        ``positions[n, p] == t`` (each example by its own read positions) and is 0 at a
+        position no example reads. Summed over positions this is ``edge_scores``.
+        """
+        t = delta.shape[2]
+        scores = torch.zeros(graph.n_edges, t, dtype=torch.float64, device=delta.device)
+        for slot, grad in self._slot_gradients(graph):
+            rows = _rows_of(delta, slot.writers)  # [k, N, T, d]
+            block = torch.einsum("rntd,kntd->rkt", grad, rows).reshape(-1, t)
+            scores[slot.edge_start : slot.edge_start + block.shape[0]] = block.double()
+        logits_slot = graph.slots[-1]
+        rows = _rows_of(delta, logits_slot.writers)
+        block = torch.einsum("ntd,kntd->kt", self.logits_at_positions(t), rows)
+        scores[logits_slot.edge_start : logits_slot.edge_stop] = block.double()
+        return scores.cpu()
+
+    def logits_at_positions(self, n_positions: int) -> torch.Tensor:
+        """The logits reader's gradient spread over every position ``[N, T, d]``: each read
+        position's gradient at its own index (summed where an example reads one twice), 0
+        where it reads nothing."""
+        n, _, d = self.logits.shape
+        dense = self.logits.new_zeros(n, n_positions, d)
+        examples = torch.arange(n, device=self.logits.device)[:, None].expand_as(self.positions)
+        return dense.index_put_((examples, self.positions), self.logits, accumulate=True)
 
     def _slot_gradients(self, graph: ComputationalGraph) -> list[tuple[ReceiverSlot, torch.Tensor]]:
         """Per layer: its first q slot with the layer's ``[3H, N, T, d]`` gradients (the 3H

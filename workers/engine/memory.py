@@ -104,8 +104,8 @@ def pass_cost(w: Widths, workload: Workload) -> PassCost:
     layer = t * (6 * h * d + 4 * h * w.d_head + 2 * h * t + h * d + 2 * d + 3 * w.d_mlp)
     stream = t * w.n_writers * d  # the residual stream's per-set writer groups
     if workload == "attribution":  # every layer saved for the backward, plus the probes'
-        probes = t * (3 * h * d + d)  # gradients, kept until the contraction
-        per_set = w.n_layers * (layer + probes)
+        probes = t * (3 * h * d + d)  # gradients: EAP-IG's running sum and the step's own
+        per_set = w.n_layers * (layer + 2 * probes)
     elif workload == "patching":  # no gradients: one layer's work at a time
         per_set = stream + layer
     else:

@@ -131,7 +131,10 @@ def _integrated_inputs(
         grads = reader_gradients(engine.weights, engine.graph, emb, batch.task.positions, metric)
         engine.n_forward += 1
         engine.n_backward += 1
-        total = grads if total is None else total.plus(grads)
+        if total is None:
+            total = grads
+        else:
+            total.add_(grads)
     assert total is not None  # steps >= 1
     delta = batch.ablated.permute(2, 0, 1, 3) - batch.clean_outputs.permute(2, 0, 1, 3)
     return total.edge_scores(engine.graph, delta)
