@@ -144,8 +144,12 @@ def measure(
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return {"error": f"did not finish in {timeout:.0f} s"}
+    if done.returncode < 0:  # the kernel's OOM killer sends SIGKILL
+        return {"error": f"killed by signal {-done.returncode} (out of memory?) after "
+                         f"{time.perf_counter() - started:.0f} s"}  # fmt: skip
     if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        lines = [x for x in done.stderr.strip().splitlines() if "Loading weights" not in x]
+        last = (lines or ["no output"])[-1]
         return {"error": last[:200], "wall": time.perf_counter() - started}
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 

@@ -3,20 +3,22 @@
 EAP (and EAP-IG's ``inputs`` variant at each of its points) needs ``d metric / d patch_e`` at
 ``patch = 0`` only, which is ``delta_w . d metric / d x_r`` for edge ``e = (w, r)``
 (``reference.py``). At ``patch = 0`` every reader sees the plain residual stream, so the run
-that gives those gradients is the model's own forward: one stream, one norm per block input,
-the heads' q/k/v inputs and the MLP inputs taken as views of it. Each reader's input gets a
-zero probe of its own, so the backward pass yields ``d metric / d x_r`` for every reader
-separately, and the edge scores are then one matrix product per layer (readers x positions x
-d_model against writers x positions x d_model).
+that gives those gradients is the model's own forward: one stream, one norm per block input.
+Every head's query, key and value, every MLP input and the logits' input get a zero probe of
+their own, so the backward pass keeps the readers apart; a head input's gradient is its
+q/k/v gradient times ``W^T``, taken back through the block's norm on a copy of the block
+input per head, one layer at a time after the backward. The edge scores are then one matrix
+product per layer (readers x positions x d_model against writers x positions x d_model).
 
 Why not the engine's patched forward: that run carries a coefficient per edge through every
 reader's input (``[S, 3, H, k]`` mixtures of the writers formed and normed per head), which is
 what exact patching needs and what made EAP cost 3x the model's own two forwards and one
 backward on GPT-2 small's shape (bench/results/scale.md). This path computes the same numbers
 (tests/workers/test_engine_gradients.py holds it to the engine's patch gradient) at the cost
-of the model's forward plus the probes' per-head norms. It is TransformerLens'
-``attribution_patch`` idea (gradients at hook points times activation differences), on the
-engine's graph and batched over examples; ``rules`` (RelP) apply here as in ``run_forward``.
+of the model's forward and backward plus, per layer, the heads' input gradients. It is
+TransformerLens' ``attribution_patch`` idea (gradients at hook points times activation
+differences), on the engine's graph and batched over examples; ``rules`` (RelP) apply here
+as in ``run_forward``.
 """
 
 from __future__ import annotations
@@ -27,9 +29,9 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from circuitreg.workers.engine.blocks import attention, head_outputs, mlp
+from circuitreg.workers.engine.blocks import attend, head_outputs, mlp
 from circuitreg.workers.engine.relevance import RelevanceRules
-from circuitreg.workers.engine.weights import ModelWeights
+from circuitreg.workers.engine.weights import LayerWeights, ModelWeights
 from circuitreg.workers.graph import ComputationalGraph, ReceiverSlot
 
 MetricOfLogits = Callable[[torch.Tensor], torch.Tensor]
@@ -148,18 +150,28 @@ def reader_gradients(
     rules: RelevanceRules | None = None,
 ) -> ReaderGradients:
     """Run the unpatched model from ``embedded`` ``[N, T, d]`` and differentiate ``metric`` of
-    its logits at ``positions`` ``[N, P]`` with respect to every reader's input."""
+    its logits at ``positions`` ``[N, P]`` with respect to every reader's input.
+
+    The heads' probes sit on their queries, keys and values (``d_head`` wide), so the forward
+    keeps one normed input per block as the model does; each head input's own gradient is
+    then ``W^T`` times its q/k/v gradient taken back through the block's norm
+    (``_through_norm``), one layer at a time after the backward pass.
+    """
     with rules.applied(weights) if rules is not None else nullcontext():
         run = _probed_forward(weights, graph, embedded.detach(), positions)
         value = metric(run.logits)
-        wanted = [*run.q, *run.kv, *(p for p in run.mlp if p is not None), run.logits_probe]
+        wanted = [*run.qkv, *(p for p in run.mlp if p is not None), run.logits_probe]
         grads = list(torch.autograd.grad(value, wanted, allow_unused=True, materialize_grads=True))
-    layers = len(weights.layers)
-    q, kv, rest = grads[:layers], grads[layers : 2 * layers], iter(grads[2 * layers :])
+        layers = len(weights.layers)
+        inputs = [
+            _through_norm(layer, x, _head_input_gradients(layer, g))
+            for layer, x, g in zip(weights.layers, run.inputs, grads[:layers], strict=True)
+        ]
+    rest = iter(grads[layers:])
     return ReaderGradients(
         outputs=run.outputs,
-        q=[g[:, 0] for g in q],
-        kv=[g[:, :, 0] for g in kv],
+        q=[g[0] for g in inputs],
+        kv=[g[1:] for g in inputs],
         mlp=[None if p is None else next(rest) for p in run.mlp],
         logits=next(rest),
         positions=positions,
@@ -167,11 +179,34 @@ def reader_gradients(
     )
 
 
+def _head_input_gradients(layer: LayerWeights, qkv_grad: torch.Tensor) -> torch.Tensor:
+    """``[3, H, N, T, d]``: each head's normed-input gradient from its q/k/v gradient
+    ``[3, H, N, T, d_head]`` (the projections are linear: ``g W^T``)."""
+    three, h, n, t, e = qkv_grad.shape
+    flat = qkv_grad.reshape(three * h, n * t, e)
+    w = layer.w_qkv.reshape(three * h, -1, e)  # [3H, d, d_head]
+    return torch.bmm(flat, w.mT).view(three, h, n, t, -1)
+
+
+def _through_norm(layer: LayerWeights, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """Gradients ``[3, H, N, T, d]`` at the normed input taken back through ``ln1`` at the
+    block input ``x`` ``[N, T, d]``, each head's separately (a batched vector-Jacobian
+    product on copies of ``x``; under RelP's rules, the LN-rule's Jacobian)."""
+    if layer.linear_qkv_input:
+        return grad
+    copies = x.detach().expand(grad.shape[0] * grad.shape[1], *x.shape).clone()
+    copies.requires_grad_(True)
+    with torch.enable_grad():
+        normed = layer.ln1(copies)
+        (back,) = torch.autograd.grad(normed, copies, grad.flatten(0, 1))
+    return back.view_as(grad)
+
+
 @dataclass(frozen=True)
 class _ProbedRun:
     outputs: torch.Tensor  # [W, N, T, d], detached
-    q: list[torch.Tensor]  # per layer, the zero probes [H, 1, N, T, d] on the query inputs
-    kv: list[torch.Tensor]  # [2, H, 1, N, T, d] on the key and value inputs
+    inputs: list[torch.Tensor]  # per layer, the block input [N, T, d], detached
+    qkv: list[torch.Tensor]  # per layer, the zero probes [3, H, N, T, d_head] on q, k and v
     mlp: list[torch.Tensor | None]  # [N, T, d] on the MLP inputs
     logits_probe: torch.Tensor  # [N, P, d]
     logits: torch.Tensor  # [1, N, P, V]
@@ -180,8 +215,9 @@ class _ProbedRun:
 def _probed_forward(
     weights: ModelWeights, graph: ComputationalGraph, x: torch.Tensor, positions: torch.Tensor
 ) -> _ProbedRun:
-    """The model's forward with a zero probe added to each reader's input (its own, so the
-    backward pass keeps the readers apart); writer outputs are written into one buffer."""
+    """The model's forward with a zero probe on every head's q, k and v and on every other
+    reader's input (each its own, so the backward pass keeps the readers apart); writer
+    outputs are written into one buffer."""
     n, t, d = x.shape
     heads = graph.n_heads
     outputs = x.new_empty(len(graph.writers), n, t, d)
@@ -189,9 +225,12 @@ def _probed_forward(
     run = _ProbedRun(outputs, [], [], [], x.new_zeros(n, positions.shape[1], d), x)
     written = 1
     for layer in weights.layers:
-        q_probe = x.new_zeros(heads, 1, n, t, d, requires_grad=True)
-        kv_probe = x.new_zeros(2, heads, 1, n, t, d, requires_grad=True)
-        z = attention(layer, x + q_probe, x + kv_probe, weights.attn_scale, weights.causal)
+        run.inputs.append(x.detach())
+        normed = layer.ln1(x).reshape(n * t, d)
+        qkv = torch.einsum("md,khde->khme", normed, layer.w_qkv).view(3, heads, n, t, -1)
+        probe = torch.zeros_like(qkv, requires_grad=True)
+        qkv = qkv + layer.b_qkv[:, :, None, None] + probe
+        z = attend(layer, *qkv[:, :, None], scale=weights.attn_scale, causal=weights.causal)
         mlp_probe = None if graph.attn_only else x.new_zeros(n, t, d, requires_grad=True)
         mlp_in = x if graph.parallel_attn_mlp else None
         head_out = head_outputs(z, layer.w_o)[:, 0]  # [H, N, T, d]
@@ -203,8 +242,7 @@ def _probed_forward(
             x = x + mlp_out
             outputs[written] = mlp_out.detach()
             written += 1
-        run.q.append(q_probe)
-        run.kv.append(kv_probe)
+        run.qkv.append(probe)
         run.mlp.append(mlp_probe)
     examples = torch.arange(n, device=x.device)[:, None]
     run.logits_probe.requires_grad_(True)

@@ -103,9 +103,11 @@ def pass_cost(w: Widths, workload: Workload) -> PassCost:
     # pattern, z and the heads' outputs, the MLP's norm, hidden (pre- and post-activation)
     layer = t * (6 * h * d + 4 * h * w.d_head + 2 * h * t + h * d + 2 * d + 3 * w.d_mlp)
     stream = t * w.n_writers * d  # the residual stream's per-set writer groups
-    if workload == "attribution":  # every layer saved for the backward, plus the probes'
-        probes = t * (3 * h * d + d)  # gradients: EAP-IG's running sum and the step's own
-        per_set = w.n_layers * (layer + 2 * probes)
+    if workload == "attribution":  # the model's own forward saved for the backward (one
+        # normed input per block, q/k/v and their probes, pattern, z, head outputs, MLP)...
+        saved = t * (4 * d + 6 * h * w.d_head + 2 * h * t + h * w.d_head + h * d + 3 * w.d_mlp)
+        probes = t * (3 * h * d + d)  # ... and every reader's gradient, twice: EAP-IG's
+        per_set = w.n_layers * (saved + 2 * probes)  # running sum and the step's own
     elif workload == "patching":  # no gradients: one layer's work at a time
         per_set = stream + layer
     else:
