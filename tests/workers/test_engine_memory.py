@@ -68,8 +68,9 @@ def test_a_budget_below_one_example_is_refused_before_any_forward(
     monkeypatch.setattr(model, "forward", no_forward)
     needed = _one_example(model, "patching_grad")
     graph = ComputationalGraph.from_model(model)
-    with pytest.raises(EngineError, match=r"needs about .* KiB for one example of 12 tokens "
-                       r"\(patching_grad pass\) but the memory budget is 1000 B"):  # fmt: skip
+    expected = (r"needs about .* [KM]iB for one example of 12 tokens \(patching_grad pass, 16 "
+                r"set\(s\) alive at once\) but the memory budget is 1000 B")  # fmt: skip
+    with pytest.raises(EngineError, match=expected):
         InterventionEngine(model, graph, _task(), workload="patching_grad", memory_budget=1000)
     assert needed > 1000
 
@@ -120,3 +121,15 @@ def test_a_bad_budget_setting_names_the_variable(
             get_settings()
     finally:
         get_settings.cache_clear()
+
+
+def test_gradient_runs_count_every_set_of_a_step(model: Any) -> None:
+    """Mask pruning's samples all stay in the autograd graph until the backward, so a step of
+    8 samples plans for 8 sets per example; patching without gradients plans for one."""
+    widths = Widths.of(*_weights_and_graph(model), 12)
+    cost = pass_cost(widths, "patching_grad")
+    budget = 5 * cost.per_example(8)
+    assert plan_batch(widths, "patching_grad", 32, budget, sets=8).batch_size == 5
+    assert plan_batch(widths, "patching_grad", 32, budget, sets=1).batch_size == 32
+    patching = pass_cost(widths, "patching")
+    assert plan_batch(widths, "patching", 32, patching.per_example(), sets=8).batch_size == 1

@@ -95,7 +95,7 @@ class InterventionEngine:
         # planned before any forward, so a run that cannot fit says so before it starts
         widths = Widths.of(self.weights, graph, task.seq_len)
         budget = budget_for(self.weights.device, memory_budget)
-        self.plan: MemoryPlan = plan_batch(widths, workload, batch_size, budget)
+        self.plan: MemoryPlan = plan_batch(widths, workload, batch_size, budget, set_batch)
         self.batch_size = self.plan.batch_size
         self.set_batch = set_batch
         self.n_forward = 0

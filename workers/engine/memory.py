@@ -136,17 +136,26 @@ class MemoryPlan:
                 f"{_size(self.cost.per_example())} each, budget {_size(self.budget)}")  # fmt: skip
 
 
-def plan_batch(widths: Widths, workload: Workload, requested: int, budget: int) -> MemoryPlan:
-    """At most ``requested`` examples per pass within ``budget`` bytes; ``EngineError``
-    before any work where even one example with one set does not fit."""
+def plan_batch(
+    widths: Widths, workload: Workload, requested: int, budget: int, sets: int = 1
+) -> MemoryPlan:
+    """At most ``requested`` examples per pass within ``budget`` bytes, each with ``sets``
+    intervention sets alive at once; ``EngineError`` before any work where even one example
+    does not fit.
+
+    With gradients (``patching_grad``) every set of a step stays in the autograd graph until
+    its backward, however many passes the forward takes, so the step's sets all count; without
+    them a pass holds what ``MemoryPlan.sets_within`` allows, at least one.
+    """
     cost = pass_cost(widths, workload)
-    one = cost.per_example()
+    alive = sets if workload == "patching_grad" else 1
+    one = cost.per_example(alive)
     if one > budget:
         raise EngineError(
             f"this run needs about {_size(one)} for one example of {widths.seq_len} tokens "
-            f"({workload} pass) but the memory budget is {_size(budget)}; set "
-            "CIRCUITREG_MEMORY_BUDGET higher, shorten the prompts or use a device with more "
-            "memory"
+            f"({workload} pass, {alive} set(s) alive at once) but the memory budget is "
+            f"{_size(budget)}; set CIRCUITREG_MEMORY_BUDGET higher, use fewer sets (mask "
+            "samples), shorten the prompts or use a device with more memory"
         )
     return MemoryPlan(min(requested, budget // one), cost, budget, workload)
 
