@@ -27,12 +27,17 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from circuitreg.schema.names import INPUT, LOGITS
 from circuitreg.workers.graph import ComputationalGraph
+
+if TYPE_CHECKING:
+    from scipy.optimize import LinearConstraint, OptimizeResult
+    from scipy.sparse import coo_array
 
 OPTIMAL_TIME_LIMIT = 30.0
 """Seconds HiGHS may search before the best solution found so far is used."""
@@ -72,67 +77,21 @@ def optimal_selection(
     ``fallbacks`` are heuristic selections by name (``greedy``, ``top_k``), each connected and
     of at most ``k`` edges; the best of them is used when the solver ends without a better one.
     """
-    from scipy.optimize import Bounds, LinearConstraint, milp
-    from scipy.sparse import coo_array, vstack
-
     started = time.perf_counter()
-    n_edges, n_nodes = graph.n_edges, graph.n_nodes
     values = magnitude.double().cpu().numpy()
-    empty = torch.zeros(n_edges, dtype=torch.bool)
     if k == 0 or not bool((values > 0).any()):
+        empty = torch.zeros(graph.n_edges, dtype=torch.bool)
         return OptimalOutcome(empty, 0.0, "optimal", None, time.perf_counter() - started)
-    src, dst = graph.edge_source.numpy(), graph.edge_target.numpy()
-    edges = np.arange(n_edges)
-    ones = np.ones(n_edges)
-    # Columns: x_0 .. x_{E-1}, then y_0 .. y_{N-1}.
-    budget = coo_array((ones, (np.zeros(n_edges, dtype=int), edges)), shape=(1, n_edges + n_nodes))
-    uses = []  # x_e - y_node <= 0, once for the source and once for the target
-    for ends in (src, dst):
-        rows = np.concatenate([edges, edges])
-        cols = np.concatenate([edges, n_edges + ends])
-        data = np.concatenate([ones, -ones])
-        uses.append(coo_array((data, (rows, cols)), shape=(n_edges, n_edges + n_nodes)))
-    fed = []  # y_n - sum of x over n's incoming (outgoing) edges <= 0
-    for ends, exempt in ((dst, graph.node_index(INPUT)), (src, graph.node_index(LOGITS))):
-        nodes = np.array([n for n in range(n_nodes) if n != exempt])
-        row_of = {int(n): i for i, n in enumerate(nodes)}
-        keep = ends != exempt
-        edge_rows = np.array([row_of[int(n)] for n in ends[keep]], dtype=int)
-        rows = np.concatenate([np.arange(len(nodes)), edge_rows])
-        cols = np.concatenate([n_edges + nodes, edges[keep]])
-        data = np.concatenate([np.ones(len(nodes)), -np.ones(int(keep.sum()))])
-        fed.append(coo_array((data, (rows, cols)), shape=(len(nodes), n_edges + n_nodes)))
-    matrix = vstack([budget, *uses, *fed]).tocsr()
-    upper = np.concatenate([[k], np.zeros(matrix.shape[0] - 1)])
-    constraints = LinearConstraint(matrix, -np.inf, upper)
-    scale = float(values.max())
-    cost = np.concatenate([-values / scale, np.zeros(n_nodes)])  # maximise: minimise -|score|
-    result = milp(
-        cost,
-        constraints=constraints,
-        integrality=np.ones(n_edges + n_nodes),
-        bounds=Bounds(0, 1),
-        options={"time_limit": float(time_limit), "mip_rel_gap": OPTIMAL_GAP, "presolve": False},
-    )
+    result = _solve(values, graph, k, time_limit)
     seconds = time.perf_counter() - started
-    found = None
-    if result.x is not None:
-        found = _drop_idle(torch.from_numpy(result.x[:n_edges] > 0.5), magnitude, graph)
-        if int(graph.prune_dangling(found).sum()) != int(found.sum()) or int(found.sum()) > k:
-            found = None  # never expected: HiGHS' solution breaks a constraint
+    found = _solution(result, magnitude, graph, k)
     if not fallbacks:
         raise ValueError("optimal_selection needs at least one fallback selection")
     best_name, best = max(fallbacks.items(), key=lambda item: objective(magnitude, item[1]))
     best_value = objective(magnitude, best)
     if result.status == 0 and found is not None:
         return OptimalOutcome(found, objective(magnitude, found), "optimal", None, seconds)
-    gap = getattr(result, "mip_gap", None)
-    gap_text = f", gap {gap:.2%}" if gap is not None and math.isfinite(gap) else ""
-    why = (
-        f"the MILP solver (HiGHS) stopped at its {time_limit:g} s time limit{gap_text}"
-        if result.status == 1
-        else f"the MILP solver (HiGHS) ended with status {result.status} ({result.message})"
-    )
+    why = _why_not_optimal(result, time_limit)
     if found is not None and objective(magnitude, found) >= best_value:
         value = objective(magnitude, found)
         note = (
@@ -145,6 +104,104 @@ def optimal_selection(
         f"({int(best.sum())} edges, total |score| {best_value:.6g})"
     )
     return OptimalOutcome(best.clone(), best_value, "fallback", note, seconds)
+
+
+def _solve(
+    values: np.ndarray, graph: ComputationalGraph, k: int, time_limit: float
+) -> OptimizeResult:
+    """Run HiGHS on the program for ``k`` edges with edge weights ``values`` (|score|).
+
+    The weights are scaled to at most 1 so that the relative gap means the same for every
+    score scale; the node columns cost nothing.
+    """
+    from scipy.optimize import Bounds, milp
+
+    scale = float(values.max())
+    cost = np.concatenate([-values / scale, np.zeros(graph.n_nodes)])  # maximise |score|
+    return milp(
+        cost,
+        constraints=_constraints(graph, k),
+        integrality=np.ones(graph.n_edges + graph.n_nodes),
+        bounds=Bounds(0, 1),
+        options={"time_limit": float(time_limit), "mip_rel_gap": OPTIMAL_GAP, "presolve": False},
+    )
+
+
+def _constraints(graph: ComputationalGraph, k: int) -> LinearConstraint:
+    """All rows of the program as ``matrix @ [x, y] <= upper``: the budget, then the
+    used-node rows, then the fed-node rows (see the module docstring)."""
+    from scipy.optimize import LinearConstraint
+    from scipy.sparse import coo_array, vstack
+
+    n_edges, n_columns = graph.n_edges, graph.n_edges + graph.n_nodes
+    # Columns: x_0 .. x_{E-1}, then y_0 .. y_{N-1}.
+    budget = coo_array(
+        (np.ones(n_edges), (np.zeros(n_edges, dtype=int), np.arange(n_edges))),
+        shape=(1, n_columns),
+    )
+    matrix = vstack([budget, *_use_rows(graph), *_fed_rows(graph)]).tocsr()
+    upper = np.concatenate([[k], np.zeros(matrix.shape[0] - 1)])
+    return LinearConstraint(matrix, -np.inf, upper)
+
+
+def _use_rows(graph: ComputationalGraph) -> list[coo_array]:
+    """``x_e - y_node <= 0`` per edge, once for its source and once for its target."""
+    from scipy.sparse import coo_array
+
+    n_edges, n_columns = graph.n_edges, graph.n_edges + graph.n_nodes
+    edges, ones = np.arange(n_edges), np.ones(n_edges)
+    uses = []
+    for ends in (graph.edge_source.numpy(), graph.edge_target.numpy()):
+        rows = np.concatenate([edges, edges])
+        cols = np.concatenate([edges, n_edges + ends])
+        data = np.concatenate([ones, -ones])
+        uses.append(coo_array((data, (rows, cols)), shape=(n_edges, n_columns)))
+    return uses
+
+
+def _fed_rows(graph: ComputationalGraph) -> list[coo_array]:
+    """``y_n - sum of x over n's incoming edges <= 0`` for every node but ``input``, then
+    ``y_n - sum of x over n's outgoing edges <= 0`` for every node but ``logits``."""
+    from scipy.sparse import coo_array
+
+    n_edges, n_nodes = graph.n_edges, graph.n_nodes
+    edges = np.arange(n_edges)
+    src, dst = graph.edge_source.numpy(), graph.edge_target.numpy()
+    fed = []
+    for ends, exempt in ((dst, graph.node_index(INPUT)), (src, graph.node_index(LOGITS))):
+        nodes = np.array([n for n in range(n_nodes) if n != exempt])
+        row_of = {int(n): i for i, n in enumerate(nodes)}
+        keep = ends != exempt
+        edge_rows = np.array([row_of[int(n)] for n in ends[keep]], dtype=int)
+        rows = np.concatenate([np.arange(len(nodes)), edge_rows])
+        cols = np.concatenate([n_edges + nodes, edges[keep]])
+        data = np.concatenate([np.ones(len(nodes)), -np.ones(int(keep.sum()))])
+        fed.append(coo_array((data, (rows, cols)), shape=(len(nodes), n_edges + n_nodes)))
+    return fed
+
+
+def _solution(
+    result: OptimizeResult, magnitude: torch.Tensor, graph: ComputationalGraph, k: int
+) -> torch.Tensor | None:
+    """The solver's edge set without its idle padding, or None when it has none (or, never
+    expected, one that breaks a constraint: disconnected or over the budget)."""
+    if result.x is None:
+        return None
+    found = _drop_idle(torch.from_numpy(result.x[: graph.n_edges] > 0.5), magnitude, graph)
+    if int(graph.prune_dangling(found).sum()) != int(found.sum()) or int(found.sum()) > k:
+        return None
+    return found
+
+
+def _why_not_optimal(result: OptimizeResult, time_limit: float) -> str:
+    """Why HiGHS did not prove a solution optimal, with the gap it reached if it has one."""
+    gap = getattr(result, "mip_gap", None)
+    gap_text = f", gap {gap:.2%}" if gap is not None and math.isfinite(gap) else ""
+    return (
+        f"the MILP solver (HiGHS) stopped at its {time_limit:g} s time limit{gap_text}"
+        if result.status == 1
+        else f"the MILP solver (HiGHS) ended with status {result.status} ({result.message})"
+    )
 
 
 def _drop_idle(

@@ -44,29 +44,13 @@ def tracr_task(
     computation carries the same value in every prompt and under zero ablation (on
     ``reverse`` no method scores it), while on shorter prompts it is visible.
     """
-    from circuitreg.workers.models import ModelLoadError
-    from circuitreg.workers.tracr.loading import resolve_tracr_fixture
-
     if n < 1:
         raise TaskError(f"tracr task needs n >= 1, got {n}")
     if balance not in BALANCE_MODES:
         raise TaskError(f"tracr task balance must be one of {BALANCE_MODES}, got {balance!r}")
-    try:
-        fixture = resolve_tracr_fixture(f"tracr:{program}")
-    except ModelLoadError as exc:
-        raise TaskError(f"tracr task: {exc}") from None
+    fixture = _fixture(program)
     length = fixture.max_seq_len if length is None else length
-    if not 1 <= length <= fixture.max_seq_len:
-        raise TaskError(
-            f"tracr task length must be between 1 and {fixture.max_seq_len} for "
-            f"{fixture.name!r}, got {length}"
-        )
-    defined = fixture.defined_positions(length)
-    if not defined:
-        raise TaskError(
-            f"tracr program {fixture.name!r} defines no output at any position of length "
-            f"{length} inputs (RASP gives None everywhere)"
-        )
+    defined = _read_positions(fixture, length)
     outputs_at = [p - 1 for p in defined]  # output index of each read position
     pool = _input_pool(fixture, length)
     clean_idx, corrupt_idx = _draw_pairs(fixture, pool, outputs_at, n, seed, balance)
@@ -94,6 +78,36 @@ def tracr_task(
             f"vocabulary ({_BALANCE_NOTES[balance]}); {metric_note}"
         ),
     )
+
+
+def _fixture(program: str) -> TracrFixture:
+    """The compiled program, its failure to load being a task error (the task is what the
+    user asked for)."""
+    from circuitreg.workers.models import ModelLoadError
+    from circuitreg.workers.tracr.loading import resolve_tracr_fixture
+
+    try:
+        return resolve_tracr_fixture(f"tracr:{program}")
+    except ModelLoadError as exc:
+        raise TaskError(f"tracr task: {exc}") from None
+
+
+def _read_positions(fixture: TracrFixture, length: int) -> list[int]:
+    """The positions of ``length``-token prompts whose output RASP defines, where the
+    metric is read; a length the program was not compiled for, or one with no defined
+    output, is refused."""
+    if not 1 <= length <= fixture.max_seq_len:
+        raise TaskError(
+            f"tracr task length must be between 1 and {fixture.max_seq_len} for "
+            f"{fixture.name!r}, got {length}"
+        )
+    defined = fixture.defined_positions(length)
+    if not defined:
+        raise TaskError(
+            f"tracr program {fixture.name!r} defines no output at any position of length "
+            f"{length} inputs (RASP gives None everywhere)"
+        )
+    return defined
 
 
 def _input_pool(fixture: TracrFixture, length: int) -> list[TracrSample]:

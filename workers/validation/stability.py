@@ -49,28 +49,12 @@ def stability(
     ``reference`` is the circuit judged (a ``[n_edges]`` mask); without it, the edges chosen
     in any run are judged. Passes when the stable share reaches ``stable_min``.
     """
-    if n_runs < 2:
-        raise ValidationError(f"stability needs at least 2 runs, got {n_runs}")
-    if not 0 < threshold <= 1:
-        raise ValidationError(f"threshold must be in (0, 1], got {threshold}")
     has_seed = "seed" in type(config).model_fields
-    if not has_seed and not resample:
-        raise ValidationError(
-            f"method {config.method_name!r} takes no seed, so without resampling the dataset "
-            "every run would be the same"
-        )
-    generator = torch.Generator().manual_seed(seed)
-    masks = []
-    for run in range(n_runs):
-        run_config = config.replaced(seed=seed + run) if has_seed else config
-        run_task = task
-        if resample:
-            picks = torch.randint(task.n_examples, (task.n_examples,), generator=generator)
-            run_task = task.subset(picks.to(task.device))
-        result = run_method(run_task, run_config)
-        masks.append(select_edges(result.edge_scores, graph, selection).cpu())
-        if progress is not None:
-            progress((run + 1) / n_runs, f"stability run {run + 1}/{n_runs}")
+    _check_design(config, n_runs, threshold, has_seed=has_seed, resample=resample)
+    masks = _rerun(
+        run_method, task, graph, config, selection,
+        n_runs=n_runs, resample=resample, vary_seed=has_seed, seed=seed, progress=progress,
+    )  # fmt: skip
     stacked = torch.stack(masks).double()
     frequency = stacked.mean(0)
     judged = reference.bool().cpu() if reference is not None else stacked.sum(0) > 0
@@ -103,6 +87,56 @@ def stability(
     )
 
 
+def _check_design(
+    config: MethodConfig, n_runs: int, threshold: float, *, has_seed: bool, resample: bool
+) -> None:
+    """Refuse a design that cannot measure stability: fewer than two runs, a threshold
+    outside (0, 1], or runs that nothing varies between (no seed and no resampling)."""
+    if n_runs < 2:
+        raise ValidationError(f"stability needs at least 2 runs, got {n_runs}")
+    if not 0 < threshold <= 1:
+        raise ValidationError(f"threshold must be in (0, 1], got {threshold}")
+    if not has_seed and not resample:
+        raise ValidationError(
+            f"method {config.method_name!r} takes no seed, so without resampling the dataset "
+            "every run would be the same"
+        )
+
+
+def _rerun(
+    run_method: RunMethod,
+    task: TaskData,
+    graph: ComputationalGraph,
+    config: MethodConfig,
+    selection: Selection,
+    *,
+    n_runs: int,
+    resample: bool,
+    vary_seed: bool,
+    seed: int,
+    progress: Callable[[float, str], None] | None,
+) -> list[torch.Tensor]:
+    """The circuit (CPU mask) each of ``n_runs`` runs selects, run ``i`` with seed
+    ``seed + i`` and on its own bootstrap resample of the examples, as asked.
+
+    One generator seeded by ``seed`` draws every resample, so the runs are reproducible.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    masks = []
+    for run in range(n_runs):
+        run_config = config.replaced(seed=seed + run) if vary_seed else config
+        run_task = task
+        if resample:
+            picks = torch.randint(task.n_examples, (task.n_examples,), generator=generator)
+            run_task = task.subset(picks.to(task.device))
+        result = run_method(run_task, run_config)
+        masks.append(select_edges(result.edge_scores, graph, selection).cpu())
+        if progress is not None:
+            progress((run + 1) / n_runs, f"stability run {run + 1}/{n_runs}")
+    return masks
+
+
 def _jaccard(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Overlap of two circuits (1 for two empty ones: they agree)."""
     union = int((a | b).sum())
     return 1.0 if union == 0 else int((a & b).sum()) / union

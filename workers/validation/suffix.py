@@ -73,41 +73,14 @@ def suffix_ablation(
     ``ValidationError`` for an evaluator without an intervention engine, or a mask of the
     wrong length or with no edges.
     """
-    if not isinstance(getattr(evaluator, "engine", None), InterventionEngine):
-        raise ValidationError(
-            "suffix ablation reads the logits, not the metric: it needs an EngineEvaluator "
-            f"(one with an intervention engine), got {type(evaluator).__name__}"
-        )
-    graph = evaluator.graph
-    mask = torch.as_tensor(mask)
-    try:
-        graph.check_edge_vector(mask)
-    except GraphError as exc:
-        raise ValidationError(f"suffix ablation: {exc}") from None
-    if mask.ndim != 1:
-        raise ValidationError(
-            f"suffix ablation: expected one mask [n_edges], got shape {tuple(mask.shape)}"
-        )
-    mask = mask.bool().cpu()
-    if not bool(mask.any()):
-        raise ValidationError(
-            "suffix ablation: the circuit has no edges; there is nothing to ablate"
-        )
+    mask = _checked_mask(evaluator, mask)
     heads = circuit_heads(evaluator, mask)
     values: dict[str, Any] = {
         "n_heads": len(heads),
         "n_prompts": evaluator.engine.task.n_examples,
     }
     if not heads:
-        zero = {"mean": 0.0, "standard_error": 0.0}
-        values |= {
-            "circuit": {**zero, "heads": []},
-            "control": {**zero, "draws": []},
-            "ratio": None,
-            "note": "the circuit has no attention heads: nothing is ablated, so both changes "
-            "are 0 by definition",
-        }
-        return _result(evaluator, config, values, None)
+        return _result(evaluator, config, values | _nothing_ablated(), None)
     draws = _control_draws(evaluator, heads, config)
     changes = logit_changes(evaluator, [heads, *draws])  # [1 + draws, N]
     circuit = {**_spread(changes[0]), "heads": heads}
@@ -120,11 +93,7 @@ def suffix_ablation(
             f"{len(heads)}: there is no control set of as many",
         }
         return _result(evaluator, config, values, None)
-    per_draw = [float(c.mean()) for c in changes[1:]]
-    control = {
-        **_spread(changes[1:].mean(0)),
-        "draws": [{"heads": d, "mean": m} for d, m in zip(draws, per_draw, strict=True)],
-    }
+    control = _control(changes[1:], draws)
     values |= {
         "circuit": circuit,
         "control": control,
@@ -134,6 +103,56 @@ def suffix_ablation(
         "many other heads",
     }
     return _result(evaluator, config, values, circuit["mean"] > control["mean"])
+
+
+def _checked_mask(evaluator: EngineEvaluator, mask: torch.Tensor) -> torch.Tensor:
+    """``mask`` as a boolean CPU vector, once the check can run on it at all.
+
+    The check reads the logits, which only an intervention engine gives, and ablates the
+    heads of a circuit, so it needs one mask of the graph's edges with at least one edge.
+    """
+    if not isinstance(getattr(evaluator, "engine", None), InterventionEngine):
+        raise ValidationError(
+            "suffix ablation reads the logits, not the metric: it needs an EngineEvaluator "
+            f"(one with an intervention engine), got {type(evaluator).__name__}"
+        )
+    mask = torch.as_tensor(mask)
+    try:
+        evaluator.graph.check_edge_vector(mask)
+    except GraphError as exc:
+        raise ValidationError(f"suffix ablation: {exc}") from None
+    if mask.ndim != 1:
+        raise ValidationError(
+            f"suffix ablation: expected one mask [n_edges], got shape {tuple(mask.shape)}"
+        )
+    mask = mask.bool().cpu()
+    if not bool(mask.any()):
+        raise ValidationError(
+            "suffix ablation: the circuit has no edges; there is nothing to ablate"
+        )
+    return mask
+
+
+def _nothing_ablated() -> dict[str, Any]:
+    """The values of a circuit without attention heads: both changes are 0 by definition."""
+    zero = {"mean": 0.0, "standard_error": 0.0}
+    return {
+        "circuit": {**zero, "heads": []},
+        "control": {**zero, "draws": []},
+        "ratio": None,
+        "note": "the circuit has no attention heads: nothing is ablated, so both changes "
+        "are 0 by definition",
+    }
+
+
+def _control(changes: torch.Tensor, draws: list[list[str]]) -> dict[str, Any]:
+    """The control's spread over prompts (each prompt's change averaged over the draws
+    first, so the error is over prompts as the circuit's is) and each draw's own mean."""
+    per_draw = [float(c.mean()) for c in changes]
+    return {
+        **_spread(changes.mean(0)),
+        "draws": [{"heads": d, "mean": m} for d, m in zip(draws, per_draw, strict=True)],
+    }
 
 
 def _outside(evaluator: EngineEvaluator, heads: list[str]) -> list[str]:
@@ -159,10 +178,12 @@ def _control_draws(
 
 
 def _count(n: int) -> str:
+    """How many heads lie outside the circuit, as the no-control note says it."""
     return "no head lies" if n == 0 else "only 1 head lies" if n == 1 else f"only {n} heads lie"
 
 
 def _is_head(name: str) -> bool:
+    """Only attention heads are ablated: the suffix vector is what the heads write."""
     return parse_node(name).kind == ComponentKind.ATTN_HEAD
 
 
@@ -180,6 +201,7 @@ def _result(
     values: dict[str, Any],
     passed: bool | None,
 ) -> ValidationResult:
+    """The row, with the config it ran under recorded beside its values."""
     return ValidationResult(
         name=SUFFIX_ABLATION,
         ablation=evaluator.ablation,
