@@ -26,9 +26,17 @@ from .query import DemoQuestion, ask_api
 from .report import StoredCheckpoint, phase_window, report
 
 if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+
+    from circuitreg.schema import CircuitDocument, ValidationResult
     from circuitreg.services.artifacts import ArtifactStore
     from circuitreg.services.stores.types import GraphStore
+    from circuitreg.workers.graph import ComputationalGraph
+    from circuitreg.workers.methods.base import MethodConfig
+    from circuitreg.workers.methods.registry import MethodInfo
+    from circuitreg.workers.methods.selection import Selection
     from circuitreg.workers.models import LoadedModel
+    from circuitreg.workers.tasks.base import TaskData
     from circuitreg.workers.toy.train import ToyRun
 
 DEMO_TASK_EXAMPLES = 48
@@ -172,17 +180,32 @@ def _discover_checkpoints(
     """
     from circuitreg.services.interchange.stored import store_document
     from circuitreg.workers.graph import ComputationalGraph
-    from circuitreg.workers.methods.base import to_document
     from circuitreg.workers.methods.registry import default_registry
     from circuitreg.workers.methods.selection import Selection
     from circuitreg.workers.models import load_model
-    from circuitreg.workers.tasks.induction import induction_task
-    from circuitreg.workers.validation.api import validate
 
     method = default_registry().get(DEMO_METHOD)
     config = method.config({})
     selection = Selection(mode="top_k", value=DEMO_TOP_K)
-    task = induction_task(
+    task = _demo_task(run)
+    stored: list[StoredCheckpoint] = []
+    for step in _pick_checkpoints([c.step for c in run.checkpoints], max(n_checkpoints, 2)):
+        is_final = step == run.final.step
+        loaded = final if is_final else load_model(str(run.checkpoint_at(step).path))
+        graph = ComputationalGraph.from_model(loaded.bridge)
+        with _bar(f"step {step:>4}: {DEMO_METHOD} + validation") as bar:
+            doc, results = _discover(loaded, task, graph, method, config, selection, is_final, bar)
+            circuit_id = store_document(store, artifacts, doc).circuit_id
+        stored.append(_stored_checkpoint(step, circuit_id, doc, results, k_edge))
+    return stored, task.name
+
+
+def _demo_task(run: ToyRun) -> TaskData:
+    """The induction task on the toy's own vocabulary and block length, fixed (seed 0) so
+    every checkpoint's circuit answers the same prompts."""
+    from circuitreg.workers.tasks.induction import induction_task
+
+    return induction_task(
         seq_len=run.seq_len,
         n=DEMO_TASK_EXAMPLES,
         d_vocab=run.d_vocab,
@@ -190,45 +213,70 @@ def _discover_checkpoints(
         seed=0,
         bos_token_id=run.bos_token,
     )
-    stored: list[StoredCheckpoint] = []
-    for step in _pick_checkpoints([c.step for c in run.checkpoints], max(n_checkpoints, 2)):
-        loaded = final if step == run.final.step else load_model(str(run.checkpoint_at(step).path))
-        graph = ComputationalGraph.from_model(loaded.bridge)
-        with _bar(f"step {step:>4}: {DEMO_METHOD} + validation") as bar:
-            progress = _progress(bar)
-            result = method.fn(loaded.bridge, task, graph, config, _scaled(progress, 0.0, 0.6))
-            doc = to_document(result, graph, selection, loaded.ref, task, device=loaded.device)
-            if step == run.final.step:
-                results = validate(
-                    loaded.bridge,
-                    task,
-                    graph,
-                    doc,
-                    ablation=config.ablation,
-                    metric=config.metric,
-                    progress=_scaled(progress, 0.6, 0.4),
-                )
-            else:
-                results = _faithfulness_only(loaded.bridge, task, graph, doc, config)
-            bar.n = bar.total
-            bar.refresh()
-            doc = doc.with_validation(*results)
-            circuit_id = store_document(store, artifacts, doc).circuit_id
-        faith = next((r.values for r in results if r.name == "faithfulness"), {})
-        stored.append(
-            StoredCheckpoint(
-                step,
-                circuit_id,
-                faith.get("faithfulness"),
-                any(e.name == k_edge for e in doc.circuit_edges()),
-                gap=faith.get("gap"),
-                undefined=faith.get("undefined"),
-            )
+
+
+def _discover(
+    loaded: LoadedModel,
+    task: TaskData,
+    graph: ComputationalGraph,
+    method: MethodInfo,
+    config: MethodConfig,
+    selection: Selection,
+    full_validation: bool,
+    bar: tqdm,  # type: ignore[type-arg]
+) -> tuple[CircuitDocument, tuple[ValidationResult, ...]]:
+    """One checkpoint's circuit with its validation results in it; the method fills 60% of
+    ``bar``, the validation (full, or faithfulness only) the rest."""
+    from circuitreg.workers.methods.base import to_document
+    from circuitreg.workers.validation.api import validate
+
+    progress = _progress(bar)
+    result = method.fn(loaded.bridge, task, graph, config, _scaled(progress, 0.0, 0.6))
+    doc = to_document(result, graph, selection, loaded.ref, task, device=loaded.device)
+    if full_validation:
+        results = validate(
+            loaded.bridge,
+            task,
+            graph,
+            doc,
+            ablation=config.ablation,
+            metric=config.metric,
+            progress=_scaled(progress, 0.6, 0.4),
         )
-    return stored, task.name
+    else:
+        results = _faithfulness_only(loaded.bridge, task, graph, doc, config)
+    bar.n = bar.total
+    bar.refresh()
+    return doc.with_validation(*results), results
 
 
-def _faithfulness_only(model: Any, task: Any, graph: Any, doc: Any, config: Any) -> tuple[Any, ...]:
+def _stored_checkpoint(
+    step: int,
+    circuit_id: str,
+    doc: CircuitDocument,
+    results: tuple[ValidationResult, ...],
+    k_edge: str,
+) -> StoredCheckpoint:
+    """What the report shows of a checkpoint: its faithfulness (with the gap, or why it is
+    undefined) and whether its circuit holds the K-composition edge."""
+    faith = next((r.values for r in results if r.name == "faithfulness"), {})
+    return StoredCheckpoint(
+        step,
+        circuit_id,
+        faith.get("faithfulness"),
+        any(e.name == k_edge for e in doc.circuit_edges()),
+        gap=faith.get("gap"),
+        undefined=faith.get("undefined"),
+    )
+
+
+def _faithfulness_only(
+    model: TransformerBridge,
+    task: TaskData,
+    graph: ComputationalGraph,
+    doc: CircuitDocument,
+    config: MethodConfig,
+) -> tuple[ValidationResult, ...]:
     """Faithfulness alone (one batched evaluation) for the checkpoints before the last."""
     from circuitreg.workers.validation.api import EngineEvaluator
     from circuitreg.workers.validation.base import ValidationConfig, ValidationError
