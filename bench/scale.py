@@ -125,10 +125,14 @@ def _estimate(model: Any, graph: Any, task: Any, method: str, config: Any) -> di
 
     workload = WORKLOADS.get(method, "patching")
     batch_size = int(getattr(config, "batch_size", 32))
+    resolve = getattr(config, "resolve", None)  # mask pruning: its samples are its sets
+    set_batch = 16 if resolve is None else int(resolve(graph.n_edges).mask_samples)
     engine = InterventionEngine(model, graph, task, batch_size=batch_size, verify=False,
-                                workload=workload)  # type: ignore[arg-type]  # fmt: skip
+                                workload=workload, set_batch=set_batch)  # type: ignore[arg-type]  # fmt: skip
     n = engine.batch_size
-    sets = 1 if workload == "attribution" else engine.sets_per_pass(n)
+    sets = {"attribution": 1, "patching_grad": engine.set_batch}.get(
+        workload, engine.sets_per_pass(n)
+    )
     return {"planned_batch": n, "planned_sets": sets,
             "estimate_mb": round(n * engine.plan.cost.per_example(sets) / 2**20, 1)}  # fmt: skip
 
