@@ -110,8 +110,10 @@ def pass_cost(w: Widths, workload: Workload) -> PassCost:
         per_set = w.n_layers * (saved + 2 * probes)  # running sum and the step's own
     elif workload == "patching":  # no gradients: one layer's work at a time
         per_set = stream + layer
-    else:
-        per_set = stream + 2 * w.n_layers * layer
+    else:  # every layer's per-set tensors saved for the backward; the factor is measured:
+        # mask pruning on GPT-2 small's shape peaked at 310 MB per example and sample, 2.4x
+        # what 2 * n_layers * layer counts (bench/results/scale.md, 2026-12-05)
+        per_set = stream + 5 * w.n_layers * layer
     return PassCost(w.itemsize * kept, w.itemsize * per_set)
 
 
