@@ -230,7 +230,8 @@ def _probed_forward(
         qkv = torch.einsum("md,khde->khme", normed, layer.w_qkv).view(3, heads, n, t, -1)
         probe = torch.zeros_like(qkv, requires_grad=True)
         qkv = qkv + layer.b_qkv[:, :, None, None] + probe
-        z = attend(layer, *qkv[:, :, None], scale=weights.attn_scale, causal=weights.causal)
+        q, k, v = qkv[:, :, None]  # [H, 1, N, T, d_head] each: one intervention set
+        z = attend(layer, q, k, v, weights.attn_scale, weights.causal)
         mlp_probe = None if graph.attn_only else x.new_zeros(n, t, d, requires_grad=True)
         mlp_in = x if graph.parallel_attn_mlp else None
         head_out = head_outputs(z, layer.w_o)[:, 0]  # [H, N, T, d]
