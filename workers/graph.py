@@ -9,6 +9,17 @@ rules GPT-2 small has 158 nodes and 32,491 edges, exactly the graph MIB publishe
 The order of ``edges`` is fixed (grouped by receiver in topological order, then by writer), so
 a score tensor ``[n_edges]`` is meaningful on its own and the intervention engine can slice
 the edges that enter one layer's receivers as a contiguous block.
+
+Positional edges. With ``positions=T`` every edge exists once per token position: the
+positional edge ``(w -> r at t)`` is writer ``w``'s output at position ``t`` into reader
+``r``'s input at position ``t``. The residual stream only carries information along a
+position, so these same-position edges are all there are into MLPs, the logits and the
+q/k/v inputs; attention's movement across positions stays inside the head (a head's output
+at ``t`` reads its key and value inputs at positions up to ``t``), as in TransformerLens's
+``attribution_patch`` and ACDC. Positional scores are a tensor ``[n_edges, T]``, edge-major
+and position-minor: edge ``e`` at position ``t`` is index ``e * T + t`` of the flattened
+tensor, so summing over the last dimension gives the unpositioned ``[n_edges]`` scores and
+GPT-2 small on 16 tokens has 32,491 x 16 = 519,856 positional edges.
 """
 
 from __future__ import annotations
@@ -61,9 +72,10 @@ class ComputationalGraph:
     """Nodes and edges of a transformer's residual-stream graph.
 
     Build it with ``from_model`` (a TransformerBridge or anything with a TransformerLens-like
-    ``cfg``), ``from_cfg`` or directly from the shape. ``positions`` only records the prompt
-    length a position-resolved analysis would use; the methods here score edges summed over
-    positions (names never carry positions, see ``circuitreg.schema.names``).
+    ``cfg``), ``from_cfg`` or directly from the shape. ``positions`` is the prompt length of a
+    position-resolved analysis: with it the graph also has ``n_positional_edges`` (every edge
+    once per position, see the module docstring) indexed by ``positional_index``. Names never
+    carry positions (``circuitreg.schema.names``): a positional edge is a name and an index.
     """
 
     n_layers: int
@@ -198,6 +210,42 @@ class ComputationalGraph:
         """Number of edges."""
         return len(self.edges)
 
+    @property
+    def n_positional_edges(self) -> int:
+        """Every edge once per position: ``n_edges * positions`` (needs ``positions``)."""
+        return self.n_edges * self._positions()
+
+    def positional_index(self, edge: int | str, position: int) -> int:
+        """Index of edge ``edge`` (index or name) at ``position`` in flattened positional
+        scores: ``e * T + t``, edge-major and position-minor like ``[n_edges, T]``."""
+        t = self._positions()
+        e = self.edge_index(edge) if isinstance(edge, str) else edge
+        if not 0 <= e < self.n_edges or not 0 <= position < t:
+            raise GraphError(f"no positional edge ({e}, {position}) in {self.describe()}")
+        return e * t + position
+
+    def positional_edge(self, index: int) -> tuple[str, int]:
+        """The edge name and position of a flattened positional index (``positional_index``'s
+        inverse), for reading a ranking of positional scores."""
+        if not 0 <= index < self.n_positional_edges:
+            raise GraphError(f"no positional edge {index} in {self.describe()}")
+        e, position = divmod(index, self._positions())
+        return self.edges[e], position
+
+    def check_positional_scores(self, values: torch.Tensor) -> None:
+        """Raise ``GraphError`` unless ``values`` is ``[..., n_edges, positions]``."""
+        t = self._positions()
+        if values.ndim < 2 or tuple(values.shape[-2:]) != (self.n_edges, t):
+            raise GraphError(
+                f"expected positional scores ending in ({self.n_edges}, {t}), "
+                f"got shape {tuple(values.shape)}"
+            )
+
+    def _positions(self) -> int:
+        if self.positions is None:
+            raise GraphError(f"this graph has no positions ({self.describe()})")
+        return self.positions
+
     def edge_index(self, name: str) -> int:
         """Index of an edge in ``edges``; ``GraphError`` names an unknown edge."""
         try:
@@ -299,7 +347,8 @@ class ComputationalGraph:
         kind = "attn-only" if self.attn_only else "attn+mlp"
         if self.parallel_attn_mlp:
             kind += ", parallel"
+        at = "" if self.positions is None else f" at {self.positions} positions"
         return (
             f"{self.n_layers} layers x {self.n_heads} heads, {kind}: "
-            f"{self.n_nodes} nodes, {self.n_edges} edges"
+            f"{self.n_nodes} nodes, {self.n_edges} edges{at}"
         )

@@ -162,6 +162,11 @@ class ScoreResult:
     direction as the method defines it. ``circuit`` is the method's own circuit where it
     selects one (ACDC's kept edges, mask pruning's masks): a bool mask in ``graph.edges``
     order. ``extra`` holds method-specific measurements (clean and corrupted metric, ...).
+
+    ``position_scores`` is set by a positional run (EAP or RelP with ``positions=True``): the
+    scores of every edge at every token position, ``[n_edges, T]`` on the CPU (edge-major,
+    position-minor, the positional edges of ``workers/graph.py``); ``edge_scores`` is then its
+    sum over positions, so everything that reads ``edge_scores`` sees the unpositioned circuit.
     """
 
     edge_scores: torch.Tensor
@@ -173,6 +178,7 @@ class ScoreResult:
     node_scores: torch.Tensor | None = None
     circuit: torch.Tensor | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    position_scores: torch.Tensor | None = None
 
 
 class Method(Protocol):

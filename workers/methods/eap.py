@@ -48,6 +48,12 @@ class EAPConfig(MethodConfig):
         "denoising: gradient at the corrupted run, corrupted->clean (resample only)",
     )
 
+    positions: bool = Field(
+        default=False,
+        description="also score every edge at every token position (ScoreResult."
+        "position_scores, [n_edges, T]); edge_scores are their sum over positions",
+    )
+
     def check(self) -> None:
         super().check()
         if self.direction == "denoising" and self.ablation != "resample":
@@ -74,16 +80,21 @@ def attribution_scores(
     engine: InterventionEngine,
     progress: ProgressFn | None = None,
     rules: RelevanceRules | None = None,
+    positions: bool = False,
 ) -> torch.Tensor:
     """Gradient of the metric w.r.t. the patch coefficients at zero, ``[n_edges]`` (with
-    ``rules``, the relevance-propagating one: RelP).
+    ``rules``, the relevance-propagating one: RelP); with ``positions``, the same per token
+    position, ``[n_edges, T]`` (``ReaderGradients.position_scores``), float64.
 
     Per batch of examples: the ablated writer outputs (a corrupted forward under resample)
     and one unpatched forward and backward that give every reader's gradient and the clean
     writer outputs at once (``engine.gradients``); the clean run's own logits are the
-    reference distribution a KL metric compares with.
+    reference distribution a KL metric compares with. A positional run costs the same
+    passes: only the contraction keeps the position axis.
     """
-    total = torch.zeros(engine.graph.n_edges, dtype=torch.float64)
+    n_positions = engine.task.clean.shape[1]
+    shape = (engine.graph.n_edges, n_positions) if positions else (engine.graph.n_edges,)
+    total = torch.zeros(shape, dtype=torch.float64)
     tasks = list(engine.task.batches(engine.batch_size))
     for i, task in enumerate(tasks):
         weight = task.n_examples / engine.task.n_examples
@@ -101,11 +112,13 @@ def attribution_scores(
         engine.n_forward += 1
         engine.n_backward += 1
         ablated = engine.ablated_outputs(task, _engine_shape(grads.outputs))
-        total += grads.edge_scores(engine.graph, grads.delta_to(ablated))
+        delta = grads.delta_to(ablated)
+        contract = grads.position_scores if positions else grads.edge_scores
+        total += contract(engine.graph, delta)
         if progress is not None:
             name = "EAP" if rules is None else "RelP"
             progress((i + 1) / len(tasks), f"{name} batch {i + 1}/{len(tasks)}")
-    return total.float()
+    return total
 
 
 def _engine_shape(writer_major: torch.Tensor) -> torch.Size:
@@ -138,8 +151,11 @@ def attribution_patching(
     progress: ProgressFn | None = None,
     rules: RelevanceRules | None = None,
 ) -> ScoreResult:
-    """EAP's two forwards and one backward; ``rules`` swaps the gradient for LRP's (RelP)."""
+    """EAP's two forwards and one backward; ``rules`` swaps the gradient for LRP's (RelP).
+    With ``config.positions`` the result also carries ``position_scores`` ``[n_edges, T]``
+    and its edge scores are their sum, so the summed circuit is the unpositioned one."""
     start = time.perf_counter()
+    _check_positions(graph, task, config)
     run_task = swapped(task) if config.direction == "denoising" else task
     engine = InterventionEngine(
         model,
@@ -150,9 +166,11 @@ def attribution_patching(
         config.batch_size,
         workload="attribution",
     )
-    scores = attribution_scores(engine, progress, rules=rules)
+    totals = attribution_scores(engine, progress, rules=rules, positions=config.positions)
+    scores = (totals.sum(-1) if config.positions else totals).float()
     return ScoreResult(
         edge_scores=scores,
+        position_scores=totals.float() if config.positions else None,
         node_scores=node_scores_from_edges(scores, graph),
         method=config.method_name,
         params=config.to_dict(),
@@ -160,3 +178,13 @@ def attribution_patching(
         n_backward=engine.n_backward,
         seconds=time.perf_counter() - start,
     )
+
+
+def _check_positions(graph: ComputationalGraph, task: TaskData, config: EAPConfig) -> None:
+    """A positional run on a graph that names its positions must match the prompt length:
+    position ``t`` of the scores is token ``t`` of every prompt."""
+    length = int(task.clean.shape[1])
+    if config.positions and graph.positions is not None and graph.positions != length:
+        raise ConfigError(
+            f"the graph has {graph.positions} positions but the task's prompts have {length} tokens"
+        )
