@@ -42,6 +42,9 @@ class Component(_Frozen):
     layer: int | None = Field(default=None, ge=0)
     head: int | None = Field(default=None, ge=0)
     position: int | None = Field(default=None, ge=0, description="Token position, if any.")
+    span: str | None = Field(
+        default=None, min_length=1, description="Named position (a task span such as S2), if any."
+    )
     hook_name: str | None = Field(default=None, description="TransformerLens hook name.")
     score: float | None = Field(default=None, description="Node importance, if scored.")
     in_circuit: bool = True
@@ -52,6 +55,7 @@ class Component(_Frozen):
         name: str,
         *,
         position: int | None = None,
+        span: str | None = None,
         score: float | None = None,
         in_circuit: bool = True,
     ) -> Component:
@@ -63,6 +67,7 @@ class Component(_Frozen):
             layer=parsed.layer,
             head=parsed.head,
             position=position,
+            span=span,
             hook_name=hook_name(name),
             score=score,
             in_circuit=in_circuit,
@@ -79,9 +84,14 @@ class Component(_Frozen):
         return self
 
     @property
-    def key(self) -> tuple[str, int | None]:
-        """Identity within a circuit: name and position."""
-        return (self.name, self.position)
+    def key(self) -> tuple[str, int | None, str | None]:
+        """Identity within a circuit: name, position and span."""
+        return (self.name, self.position, self.span)
+
+    @property
+    def positional(self) -> bool:
+        """Whether this is a node at one position (or span) rather than over all of them."""
+        return self.position is not None or self.span is not None
 
 
 class Edge(_Frozen):
@@ -92,7 +102,12 @@ class Edge(_Frozen):
     receiver: Receiver | None = None
     score: float | None = Field(default=None, description="Importance; sign kept.")
     in_circuit: bool = True
-    position: int | None = Field(default=None, ge=0)
+    position: int | None = Field(
+        default=None, ge=0, description="Token index of a positional edge (writer and reader)."
+    )
+    span: str | None = Field(
+        default=None, min_length=1, description="Named position of a positional edge, e.g. END."
+    )
 
     @model_validator(mode="after")
     def _canonical(self) -> Edge:
@@ -105,9 +120,14 @@ class Edge(_Frozen):
         return edge_name(self.source, self.target, self.receiver)
 
     @property
-    def key(self) -> tuple[str, int | None]:
-        """Identity within a circuit: name and position."""
-        return (self.name, self.position)
+    def key(self) -> tuple[str, int | None, str | None]:
+        """Identity within a circuit: name, position and span."""
+        return (self.name, self.position, self.span)
+
+    @property
+    def positional(self) -> bool:
+        """Whether this edge is at one position (or span) rather than summed over them."""
+        return self.position is not None or self.span is not None
 
     @classmethod
     def from_name(
@@ -117,6 +137,7 @@ class Edge(_Frozen):
         score: float | None = None,
         in_circuit: bool = True,
         position: int | None = None,
+        span: str | None = None,
     ) -> Edge:
         """Build an edge from its canonical name."""
         parsed = parse_edge(name)
@@ -127,7 +148,48 @@ class Edge(_Frozen):
             score=score,
             in_circuit=in_circuit,
             position=position,
+            span=span,
         )
+
+
+class PositionAxis(_Frozen):
+    """How a positional circuit names its positions (issue 18; PEAP's "dataset schema").
+
+    ``index``: position ``t`` is token ``t`` of every prompt (labels ``"0".."T-1"``).
+    ``spans``: positions are named spans of each prompt (IOI's S1, IO, S2, END), so prompts
+    of different lengths align by span; tokens in no named span fall in ``other``, so the
+    positional scores still sum to the unpositioned ones. ``indices`` gives each label's
+    token index where every prompt has it at the same one, else None. ``tokens`` is the
+    first clean prompt, for drawing the circuit over it.
+    """
+
+    mode: Literal["index", "spans"]
+    labels: tuple[str, ...] = Field(min_length=1)
+    indices: tuple[int | None, ...]
+    tokens: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _aligned(self) -> PositionAxis:
+        if len(set(self.labels)) != len(self.labels):
+            raise ValueError(f"position labels repeat: {list(self.labels)}")
+        if len(self.indices) != len(self.labels):
+            raise ValueError(f"{len(self.indices)} position indices for {len(self.labels)} labels")
+        if self.mode == "index" and self.labels != tuple(str(i) for i in range(len(self.labels))):
+            raise ValueError("index positions are labelled 0..T-1 in order")
+        return self
+
+    def check(self, what: str, position: int | None, span: str | None) -> None:
+        """Raise ``ValueError`` unless ``position``/``span`` name a position of this axis."""
+        if self.mode == "spans":
+            if span is None or span not in self.labels:
+                raise ValueError(f"{what}: span {span!r} is not one of {list(self.labels)}")
+            expected = self.indices[self.labels.index(span)]
+            if position is not None and position != expected:
+                raise ValueError(f"{what}: span {span!r} is at index {expected}, not {position}")
+        elif span is not None or position is None or position >= len(self.labels):
+            raise ValueError(
+                f"{what}: index positions need a position in 0..{len(self.labels) - 1} and no span"
+            )
 
 
 class ModelRef(_Frozen):
@@ -224,27 +286,35 @@ class CircuitDocument(_Frozen):
     labels: dict[str, tuple[str, ...]] = Field(
         default_factory=dict, description="Role labels by component name."
     )
+    positions: PositionAxis | None = Field(
+        default=None,
+        description="The position axis of a positional circuit: its edges then hold every "
+        "summed edge (no position) plus the positional edges kept (position and/or span).",
+    )
     validation: tuple[ValidationResult, ...] = ()
     provenance: Provenance = Field(default_factory=Provenance)
 
     @field_validator("components")
     @classmethod
     def _unique_components(cls, value: tuple[Component, ...]) -> tuple[Component, ...]:
-        seen: set[tuple[str, int | None]] = set()
+        seen: set[tuple[str, int | None, str | None]] = set()
         for comp in value:
             if comp.key in seen:
-                raise ValueError(f"component {comp.name!r} (position {comp.position}) repeated")
+                raise ValueError(
+                    f"component {comp.name!r} (position {comp.position}, span {comp.span}) repeated"
+                )
             seen.add(comp.key)
         return value
 
     @model_validator(mode="after")
     def _edges_consistent(self) -> CircuitDocument:
         names = {c.name for c in self.components}
-        seen: set[tuple[str, int | None]] = set()
+        seen: set[tuple[str, int | None, str | None]] = set()
         for e in self.edges:
             if e.key in seen:
-                raise ValueError(f"edge {e.name!r} (position {e.position}) repeated")
+                raise ValueError(f"edge {e.name!r} (position {e.position}, span {e.span}) repeated")
             seen.add(e.key)
+            self._check_position(f"edge {e.name!r}", e.position, e.span)
             for end in (e.source, e.target):
                 if end not in names:
                     raise ValueError(f"edge {e.name!r} names component {end!r} not in components")
@@ -263,7 +333,19 @@ class CircuitDocument(_Frozen):
         for name in self.labels:
             if name not in names:
                 raise ValueError(f"label for {name!r}, which is not a component")
+        for c in self.components:
+            self._check_position(f"component {c.name!r}", c.position, c.span)
         return self
+
+    def _check_position(self, what: str, position: int | None, span: str | None) -> None:
+        """Positional entries need the document's axis, and must name one of its positions;
+        a document with no axis keeps the positions it was given (imported formats)."""
+        if self.positions is None:
+            if span is not None:
+                raise ValueError(f"{what}: span {span!r} but the circuit has no position axis")
+            return
+        if position is not None or span is not None:
+            self.positions.check(what, position, span)
 
     def content(self) -> dict[str, Any]:
         """The fields that identify the circuit (no validation, labels or provenance)."""
@@ -279,13 +361,15 @@ class CircuitDocument(_Frozen):
                 "seed",
             },
         )
+        if self.positions is not None:  # absent otherwise, so earlier ids do not change
+            data["positions"] = self.positions.model_dump(mode="json")
         data["components"] = sorted(
-            (c.model_dump(mode="json") for c in self.components),
-            key=lambda c: (node_order_key(c["name"]), c["position"] or -1),
+            (_without_empty_span(c.model_dump(mode="json")) for c in self.components),
+            key=lambda c: (node_order_key(c["name"]), _position_order(c)),
         )
         data["edges"] = sorted(
-            (e.model_dump(mode="json") for e in self.edges),
-            key=lambda e: (e["source"], e["target"], e["receiver"] or "", e["position"] or -1),
+            (_without_empty_span(e.model_dump(mode="json")) for e in self.edges),
+            key=lambda e: (e["source"], e["target"], e["receiver"] or "", _position_order(e)),
         )
         return data
 
@@ -315,6 +399,19 @@ class CircuitDocument(_Frozen):
     def from_json(cls, text: str | bytes) -> CircuitDocument:
         """Parse and validate the interchange JSON."""
         return cls.model_validate_json(text)
+
+
+def _without_empty_span(entry: dict[str, Any]) -> dict[str, Any]:
+    """Drop an unset span, so documents from before spans existed keep their ids."""
+    if entry.get("span") is None:
+        entry.pop("span", None)
+    return entry
+
+
+def _position_order(entry: dict[str, Any]) -> tuple[int, str]:
+    """Sort key of an entry's position (``or -1`` as ids have always been computed, so a
+    position-0 entry sorts with the unpositioned ones), then its span."""
+    return (entry.get("position") or -1, entry.get("span") or "")
 
 
 def json_schema() -> dict[str, Any]:

@@ -31,6 +31,7 @@ from circuitreg.schema.circuit import (
 from circuitreg.workers.graph import ComputationalGraph
 from circuitreg.workers.methods.selection import Selection, explain_selection
 from circuitreg.workers.metrics import MetricFn, metric_name
+from circuitreg.workers.positions import PositionMap
 from circuitreg.workers.tasks.base import TaskData
 
 if TYPE_CHECKING:
@@ -163,10 +164,15 @@ class ScoreResult:
     selects one (ACDC's kept edges, mask pruning's masks): a bool mask in ``graph.edges``
     order. ``extra`` holds method-specific measurements (clean and corrupted metric, ...).
 
-    ``position_scores`` is set by a positional run (EAP or RelP with ``positions=True``): the
-    scores of every edge at every token position, ``[n_edges, T]`` on the CPU (edge-major,
-    position-minor, the positional edges of ``workers/graph.py``); ``edge_scores`` is then its
-    sum over positions, so everything that reads ``edge_scores`` sees the unpositioned circuit.
+    ``position_scores`` is set by a positional run (a method's ``positions="index"`` or
+    ``"spans"``): the scores of every edge at every position of ``positions`` (the run's
+    ``PositionMap``: token indices, or named spans plus ``other``), ``[n_edges, Q]`` on the
+    CPU (edge-major, position-minor, the positional edges of ``workers/graph.py``). For a
+    linear method (EAP, RelP, EAP-IG) ``edge_scores`` is then its sum over positions, so
+    everything that reads ``edge_scores`` sees the unpositioned circuit; a patching method's
+    ``edge_scores`` are each edge patched at every position at once, which is the
+    unpositioned run's scores (patch effects do not add up over positions). ``circuit`` may
+    then be ``[n_edges, Q]`` too (ACDC's kept positional edges).
     """
 
     edge_scores: torch.Tensor
@@ -179,6 +185,7 @@ class ScoreResult:
     circuit: torch.Tensor | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     position_scores: torch.Tensor | None = None
+    positions: PositionMap | None = None
 
 
 class Method(Protocol):

@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from circuitreg.workers.positions import TokenSpans
+
 
 class TaskError(ValueError):
     """A task spec, a data file or generated data that is not usable; the message says why."""
@@ -48,6 +50,9 @@ class TaskData:
     # What building the task decided that its spec does not say (token length, whether a
     # BOS was added): printed by ``discover`` and recorded in the circuit's provenance.
     summary: dict[str, Any] = field(default_factory=dict)
+    # Named spans of each prompt (IOI's S1, IO, S2, END), for positions that align prompts
+    # by span (``workers/positions.py``); None where the task names none.
+    spans: TokenSpans | None = None
     _hash: list[str] = field(default_factory=list, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -71,6 +76,11 @@ class TaskData:
             raise TaskError(f"task {self.name!r}: distractors and positions differ in shape")
         if int(self.positions.min()) < 0 or int(self.positions.max()) >= seq:
             raise TaskError(f"task {self.name!r}: read positions fall outside 0..{seq - 1}")
+        if self.spans is not None:
+            try:
+                self.spans.check_shape(n, seq)
+            except ValueError as exc:
+                raise TaskError(f"task {self.name!r}: {exc}") from exc
 
     @property
     def n_examples(self) -> int:
@@ -99,6 +109,8 @@ class TaskData:
             distractors=None if self.distractors is None else self.distractors.to(device),
             corruption=self.corruption,
             default_metric=self.default_metric,
+            summary=dict(self.summary),
+            spans=None if self.spans is None else self.spans.to(device),
         )
 
     def subset(self, index: torch.Tensor | slice) -> TaskData:
@@ -113,6 +125,8 @@ class TaskData:
             distractors=None if self.distractors is None else self.distractors[index],
             corruption=self.corruption,
             default_metric=self.default_metric,
+            summary=dict(self.summary),
+            spans=None if self.spans is None else self.spans.subset(index),
         )
 
     def batches(self, batch_size: int) -> list[TaskData]:
@@ -135,6 +149,9 @@ class TaskData:
                     continue
                 h.update(str(tuple(t.shape)).encode())
                 h.update(t.detach().to("cpu", torch.int64).contiguous().numpy().tobytes())
+            if self.spans is not None:  # only then, so tasks without spans keep their hash
+                h.update(json.dumps(list(self.spans.names)).encode())
+                h.update(self.spans.index.detach().cpu().contiguous().numpy().tobytes())
             self._hash.append(h.hexdigest()[:16])
         return self._hash[0]
 
@@ -147,6 +164,7 @@ class TaskData:
             "dataset_hash": self.dataset_hash,
             "n_examples": self.n_examples,
             "summary": json.loads(json.dumps(self.summary, default=str)),
+            **({"spans": list(self.spans.names)} if self.spans is not None else {}),
         }
 
 
