@@ -110,3 +110,47 @@ def test_components_must_agree_with_their_names() -> None:
         Edge(source="a0.h1", target="a1-h0")
     with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
         Component.model_validate({"name": "m0", "kind": "mlp", "layer": 0, "colour": "red"})
+
+
+# -- positions (issue 18) ------------------------------------------------------------------
+
+_SPANS = {"mode": "spans", "labels": ["S2", "END", "other"], "indices": [None, 4, None]}
+
+
+def _positional(**edge: object) -> dict[str, object]:
+    data = _doc(positions=_SPANS).model_dump()
+    extra = Edge.from_name("m0->a1.h0<k>", score=0.5, position=4, span="END").model_dump()
+    data["edges"] = [*data["edges"], extra | edge]
+    return data
+
+
+def test_positional_edges_sit_beside_the_summed_ones() -> None:
+    doc = CircuitDocument.model_validate(_positional())
+    assert doc.positions is not None and doc.edges[-1].key == ("m0->a1.h0<k>", 4, "END")
+    assert doc.edges[-1].positional and not doc.edges[2].positional
+    assert CircuitDocument.from_json(doc.to_json()).id == doc.id
+    assert doc.id != _doc().id and doc.content()["positions"]["labels"] == _SPANS["labels"]
+
+
+@pytest.mark.parametrize(
+    ("edge", "message"),
+    [
+        ({"span": "IO"}, "span 'IO' is not one of"),
+        ({"position": 3}, "span 'END' is at index 4, not 3"),
+        ({"span": None}, "span None is not one of"),
+    ],
+)
+def test_positional_edges_must_name_a_position_of_the_axis(
+    edge: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValidationError, match=message):
+        CircuitDocument.model_validate(_positional(**edge))
+
+
+def test_a_span_needs_an_axis_and_unpositioned_ids_do_not_move() -> None:
+    data = _doc().model_dump()
+    data["edges"] = [dict(data["edges"][0], span="END"), *data["edges"][1:]]
+    with pytest.raises(ValidationError, match="no position axis"):
+        CircuitDocument.model_validate(data)
+    assert "positions" not in _doc().content()
+    assert all("span" not in e for e in _doc().content()["edges"])
