@@ -46,9 +46,7 @@ decision is in ``extra["trace"]``.
 
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
@@ -65,8 +63,17 @@ from circuitreg.workers.methods.base import (
 )
 from circuitreg.workers.methods.composite import MemberRun, member_config, member_overrides, scaled
 from circuitreg.workers.methods.registry import register_method
-from circuitreg.workers.metrics import metric_name, within_rounding
+from circuitreg.workers.methods.verifier import (
+    GROW_MODES,
+    GrowMode,
+    VerifiedCircuit,
+    Verifier,
+    check_target,
+)
+from circuitreg.workers.metrics import metric_name
 from circuitreg.workers.tasks.base import TaskData
+
+__all__ = ["VerifiedConfig", "check_target", "verified", "verified_scores", "verify"]
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -75,196 +82,40 @@ VerifyMode = Literal["add", "remove"]
 VERIFY_MODES: tuple[str, ...] = ("add", "remove")
 
 
-@dataclass(frozen=True)
-class TraceStep:
-    """One measured decision: the stage, the edge, F of the circuit tried, and the outcome."""
-
-    stage: str  # "grow" (prefix ending at ``edge``) or "trim" (circuit without ``edge``)
-    edge: int
-    faithfulness: float
-    kept: bool  # grow: the prefix was chosen; trim: the edge stays (its removal fell short)
-
-    def to_dict(self, graph: ComputationalGraph) -> dict[str, Any]:
-        return {"stage": self.stage, "edge": graph.edges[self.edge],
-                "faithfulness": round(self.faithfulness, 6), "kept": self.kept}  # fmt: skip
-
-
-@dataclass(frozen=True)
-class VerifiedCircuit:
-    """A verified circuit: connected kept-edge mask, its exact F, and what verifying cost."""
-
-    mask: torch.Tensor
-    faithfulness: float
-    target: float
-    reached: bool
-    n_forward: int
-    clean_metric: float
-    ablated_metric: float
-    trace: tuple[TraceStep, ...]
-
-
-def check_target(target: float) -> float:
-    """``target`` as a float; ``ConfigError`` unless it is a number in (0, 1]."""
-    try:
-        value = float(target)
-    except (TypeError, ValueError):
-        raise ConfigError(f"faithfulness target must be a number, got {target!r}") from None
-    if not math.isfinite(value) or not 0 < value <= 1:
-        raise ConfigError(
-            f"faithfulness target must be in (0, 1] (the whole model has faithfulness 1), "
-            f"got {target!r}"
-        )
-    return value
-
-
-class _Verifier:
-    def __init__(self, engine: InterventionEngine, scores: torch.Tensor, target: float,
-                 depth: int) -> None:  # fmt: skip
-        self.engine = engine
-        self.graph = engine.graph
-        self.target = target
-        self.depth = max(1, min(depth, engine.max_sets_per_pass))
-        magnitude = scores.detach().abs().double().cpu()
-        if torch.isnan(magnitude).any():
-            raise ConfigError("edge scores contain NaN")
-        self.order = torch.sort(magnitude, descending=True, stable=True).indices.tolist()
-        self.rank = {e: r for r, e in enumerate(self.order)}
-        self.trace: list[TraceStep] = []
-        self.clean = self.ablated = 0.0
-
-    def faith(self, value: float) -> float:
-        return (value - self.ablated) / (self.clean - self.ablated)
-
-    def measure(self, masks: list[torch.Tensor], with_ends: bool = False) -> list[float]:
-        """F of each mask; ``with_ends`` also measures (first) the model and no edges."""
-        n = self.graph.n_edges
-        rows = ([torch.ones(n, dtype=torch.bool), torch.zeros(n, dtype=torch.bool)]
-                if with_ends else []) + masks  # fmt: skip
-        values = self.engine.evaluate_circuits(torch.stack(rows)).tolist()
-        if with_ends:
-            self.clean, self.ablated = values[0], values[1]
-            if within_rounding(self.clean, self.ablated):
-                metric = self.engine.metric.name
-                raise ConfigError(
-                    f"faithfulness is undefined: {metric}(model) = {self.clean:.4g} and "
-                    f"{metric}(no edges) = {self.ablated:.4g} are equal up to rounding with "
-                    f"ablation={self.engine.ablation!r} (the corruption changes nothing the "
-                    "metric reads); use another ablation or metric"
-                )
-            values = values[2:]
-        return [self.faith(v) for v in values]
-
-    # -- stages -------------------------------------------------------------------------
-
-    def grow(self) -> tuple[torch.Tensor, float, bool]:
-        """The first connected prefix of the ranking with F >= target (or the best one)."""
-        n = self.graph.n_edges
-        prefix = torch.zeros(n, dtype=torch.bool)
-        previous = torch.zeros(n, dtype=torch.bool)
-        best: tuple[float, torch.Tensor] = (-math.inf, previous)
-        first = True
-        j = 0
-        while j < n:
-            chunk: list[tuple[int, torch.Tensor]] = []
-            room = self.depth - (2 if first else 0)
-            while j < n and len(chunk) < max(1, room):
-                prefix[self.order[j]] = True
-                pruned = self.graph.prune_dangling(prefix)
-                j += 1
-                if pruned.any() and not torch.equal(pruned, previous):
-                    chunk.append((self.order[j - 1], pruned))
-                    previous = pruned
-            if not chunk and not first:
-                break
-            values = self.measure([m for _, m in chunk], with_ends=first)
-            first = False
-            for (edge, mask), f in zip(chunk, values, strict=True):
-                reached = f >= self.target
-                self.trace.append(TraceStep("grow", edge, f, reached))
-                if f > best[0]:
-                    best = (f, mask)
-                if reached:
-                    return mask, f, True
-        return best[1], best[0], False
-
-    def trim(self, circuit: torch.Tensor, current: float) -> tuple[torch.Tensor, float]:
-        """Remove, lowest-ranked first, every edge whose removal keeps F >= target."""
-        candidates = sorted(circuit.nonzero().flatten().tolist(), key=lambda e: -self.rank[e])
-        keep = circuit.clone()
-        predicted: dict[int, bool] = {}  # edge -> predicted "stays"
-        for start in range(0, len(candidates), self.depth):  # the star: every single removal
-            part = candidates[start : start + self.depth]
-            trials = [self.graph.prune_dangling(_without(keep, e)) for e in part]
-            for e, f in zip(part, self.measure(trials), strict=True):
-                predicted[e] = f < self.target
-        pending = list(candidates)
-        while pending:
-            state = keep.clone()
-            plan: list[tuple[int, torch.Tensor | None]] = []
-            n_sets = 0
-            for e in pending:
-                if n_sets == self.depth:
-                    break
-                if not state[e]:
-                    plan.append((e, None))  # pruned away by an earlier removal: nothing to try
-                    continue
-                trial = self.graph.prune_dangling(_without(state, e))
-                plan.append((e, trial))
-                n_sets += 1
-                if not predicted[e]:
-                    state = trial
-            masks = [t for _, t in plan if t is not None]
-            values = iter(self.measure(masks)) if masks else iter(())
-            done = 0
-            for e, tried in plan:
-                done += 1
-                if tried is None:
-                    if keep[e]:  # the prediction that pruned it failed: re-plan from here
-                        done -= 1
-                        break
-                    continue
-                f = next(values)
-                stays = f < self.target
-                self.trace.append(TraceStep("trim", e, f, stays))
-                if not stays:
-                    keep, current = tried, f
-                if stays != predicted[e]:
-                    break  # later sets assumed the other outcome
-            pending = pending[done:]
-        return keep, current
-
-
-def _without(mask: torch.Tensor, edge: int) -> torch.Tensor:
-    out = mask.clone()
-    out[edge] = False
-    return out
-
-
 def verify(
     engine: InterventionEngine,
     scores: torch.Tensor,
     target: float = 0.9,
     mode: str = "add",
     set_batch: int | None = None,
+    grow: str = "scan",
+    max_passes: int | None = None,
 ) -> VerifiedCircuit:
     """The verified circuit of ``scores`` on ``engine``'s model and task (see the module).
 
     ``set_batch`` caps the candidate circuits per pass (default: the engine's ``set_batch``;
-    the engine may hold fewer per pass on the CPU). ``n_forward`` is the engine passes spent
-    here, its preparation included when it was not prepared before.
+    the engine may hold fewer per pass on the CPU). ``grow`` and ``max_passes``: see
+    ``verifier.py``. ``n_forward`` is the engine passes spent here, its preparation
+    included when it was not prepared before.
     """
     target = check_target(target)
     if mode not in VERIFY_MODES:
         raise ConfigError(f"verification mode {mode!r} is not add or remove")
+    if grow not in GROW_MODES:
+        raise ConfigError(f"grow mode {grow!r} is not one of {', '.join(GROW_MODES)}")
+    if max_passes is not None and max_passes < 3:
+        raise ConfigError(f"max_passes must be at least 3 (preparation and ends), got {max_passes}")
     engine.graph.check_edge_vector(scores)
     start = engine.n_forward
-    verifier = _Verifier(engine, scores, target, set_batch or engine.set_batch)
-    if mode == "add":
-        circuit, current, reached = verifier.grow()
-    else:
+    verifier = Verifier(engine, scores, target, set_batch or engine.set_batch, max_passes)
+    if mode == "remove":
         circuit = engine.graph.prune_dangling(torch.ones(engine.graph.n_edges, dtype=torch.bool))
         current = verifier.measure([circuit], with_ends=True)[0]
         reached = current >= target
+    elif grow == "search":
+        circuit, current, reached = verifier.grow_search()
+    else:
+        circuit, current, reached = verifier.grow()
     if reached:
         circuit, current = verifier.trim(circuit, current)
     return VerifiedCircuit(
@@ -272,6 +123,7 @@ def verify(
         faithfulness=current,
         target=target,
         reached=reached,
+        trim_complete=reached and not verifier.budget_spent,
         n_forward=engine.n_forward - start,
         clean_metric=verifier.clean,
         ablated_metric=verifier.ablated,
@@ -317,6 +169,17 @@ class VerifiedConfig(MethodConfig):
         "are from the model's; the base method uses metric)",
     )
     set_batch: int = Field(default=64, ge=1, description="candidate circuits per forward pass")
+    grow: GrowMode = Field(
+        default="scan",
+        description="scan: the ranking's prefixes in order (exact first prefix); search: "
+        "gallop then bisect over prefix sizes, about 2 log2(k) passes (for large graphs)",
+    )
+    max_passes: int | None = Field(
+        default=None,
+        ge=3,
+        description="bound on verification passes; when spent the circuit is returned as it "
+        "stands (extra trim_complete false)",
+    )
 
     def check(self) -> None:
         super().check()
@@ -365,7 +228,8 @@ def verified(
         config.batch_size,
         config.set_batch,
     )
-    result = verify(engine, base.edge_scores, config.target, config.mode, config.set_batch)
+    result = verify(engine, base.edge_scores, config.target, config.mode, config.set_batch,
+                    config.grow, config.max_passes)  # fmt: skip
     if progress is not None:
         progress(1.0, f"verified {int(result.mask.sum())} edges, F = {result.faithfulness:.3f}")
     warnings = [f"{info.name}: {w}" for w in base.extra.get("warnings", [])]
@@ -373,6 +237,11 @@ def verified(
         warnings.append(
             f"no prefix of {info.name}'s ranking reached faithfulness {config.target}; the "
             f"circuit is the most faithful one, F = {result.faithfulness:.3f}"
+        )
+    elif not result.trim_complete:
+        warnings.append(
+            f"the pass budget ({config.max_passes}) ran out while trimming: the circuit reaches "
+            f"F = {result.faithfulness:.3f} but not every edge was tried for removal"
         )
     return ScoreResult(
         edge_scores=verified_scores(base.edge_scores, result.mask),
@@ -388,6 +257,7 @@ def verified(
             "faithfulness": result.faithfulness,
             "target": result.target,
             "reached": result.reached,
+            "trim_complete": result.trim_complete,
             "mode": config.mode,
             "verification_passes": result.n_forward,
             "clean_metric": result.clean_metric,
