@@ -30,8 +30,9 @@ from dataclasses import dataclass, replace
 import torch
 
 from circuitreg.workers.engine.blocks import attend, head_outputs, mlp
+from circuitreg.workers.engine.forward import Override
 from circuitreg.workers.engine.relevance import RelevanceRules
-from circuitreg.workers.engine.weights import LayerWeights, ModelWeights
+from circuitreg.workers.engine.weights import EngineError, LayerWeights, ModelWeights
 from circuitreg.workers.graph import ComputationalGraph, ReceiverSlot
 
 MetricOfLogits = Callable[[torch.Tensor], torch.Tensor]
@@ -88,10 +89,17 @@ class ReaderGradients:
         scores[logits_slot.edge_start : logits_slot.edge_stop] = block.double()
         return scores.cpu()
 
-    def position_scores(self, graph: ComputationalGraph, delta: torch.Tensor) -> torch.Tensor:
+    def position_scores(
+        self, graph: ComputationalGraph, delta: torch.Tensor, one_hot: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """``delta_w . grad_r`` summed over examples and ``d`` only, per edge and position
-        ``[n_edges, T]`` (float64): the positional edge ``(w -> r at t)`` is writer ``w``'s
+        ``[n_edges, Q]`` (float64): the positional edge ``(w -> r at t)`` is writer ``w``'s
         change at position ``t`` into reader ``r``'s input at ``t`` (``workers/graph.py``).
+
+        Without ``one_hot`` the positions are the token indices (``Q = T``). With it
+        (``PositionMap.one_hot`` of this batch, ``[N, T, Q]``) each example's tokens are
+        summed into the labels they count towards, so a span's score adds up the tokens of
+        that span wherever each prompt has them (``_by_label``).
 
         The logits are read at ``positions`` ``[N, P]``, not at every position, so a logits
         edge at ``t`` sums, over examples, the read positions ``p`` of each example with
@@ -99,6 +107,8 @@ class ReaderGradients:
         position no example reads. Summed over positions this is ``edge_scores``.
         """
         t = delta.shape[2]
+        if one_hot is not None:
+            return self._label_scores(graph, delta, one_hot)
         scores = torch.zeros(graph.n_edges, t, dtype=torch.float64, device=delta.device)
         for slot, grad in self._slot_gradients(graph):
             rows = _rows_of(delta, slot.writers)  # [k, N, T, d]
@@ -107,6 +117,25 @@ class ReaderGradients:
         logits_slot = graph.slots[-1]
         rows = _rows_of(delta, logits_slot.writers)
         block = torch.einsum("ntd,kntd->kt", self.logits_at_positions(t), rows)
+        scores[logits_slot.edge_start : logits_slot.edge_stop] = block.double()
+        return scores.cpu()
+
+    def _label_scores(
+        self, graph: ComputationalGraph, delta: torch.Tensor, one_hot: torch.Tensor
+    ) -> torch.Tensor:
+        """``position_scores`` at the labels of ``one_hot`` ``[N, T, Q]``."""
+        n, t = delta.shape[1], delta.shape[2]
+        if one_hot.ndim != 3 or tuple(one_hot.shape[:2]) != (n, t):
+            raise ValueError(f"one_hot must be [N={n}, T={t}, Q], got {tuple(one_hot.shape)}")
+        labels = _label_tokens(one_hot.to(delta.device, delta.dtype))
+        q = one_hot.shape[2]
+        scores = torch.zeros(graph.n_edges, q, dtype=torch.float64, device=delta.device)
+        for slot, grad in self._slot_gradients(graph):
+            block = _by_label(grad, _rows_of(delta, slot.writers), labels).reshape(-1, q)
+            scores[slot.edge_start : slot.edge_start + block.shape[0]] = block.double()
+        logits_slot = graph.slots[-1]
+        rows = _rows_of(delta, logits_slot.writers)
+        block = _by_label(self.logits_at_positions(t)[None], rows, labels)[0]
         scores[logits_slot.edge_start : logits_slot.edge_stop] = block.double()
         return scores.cpu()
 
@@ -133,6 +162,40 @@ class ReaderGradients:
         return pairs
 
 
+_LabelTokens = list[tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None]
+"""Per label: the (example, token) indices of its tokens and their weights, or None."""
+
+
+def _label_tokens(one_hot: torch.Tensor) -> _LabelTokens:
+    """The tokens of each label of ``one_hot`` ``[N, T, Q]``, found once per batch."""
+    out: _LabelTokens = []
+    for label in range(one_hot.shape[2]):
+        column = one_hot[:, :, label]
+        examples, tokens = column.nonzero(as_tuple=True)
+        out.append(None if examples.numel() == 0 else (examples, tokens, column[examples, tokens]))
+    return out
+
+
+def _by_label(grad: torch.Tensor, rows: torch.Tensor, labels: _LabelTokens) -> torch.Tensor:
+    """``[R, k, Q]``: reader gradients ``[R, N, T, d]`` dotted with writer changes
+    ``[k, N, T, d]`` over ``d`` and over the tokens of each label.
+
+    One matrix product per label over that label's gathered tokens: all labels together
+    touch every token once, so this costs what ``edge_scores``' one product costs, where a
+    contraction through the ``[N, T, Q]`` map itself would build a ``Q`` times larger
+    intermediate (or the per-token ``[R, k, N, T]`` products).
+    """
+    r, k = grad.shape[0], rows.shape[0]
+    out = grad.new_zeros(r, k, len(labels))
+    for label, where in enumerate(labels):
+        if where is None:
+            continue
+        examples, tokens, weight = where
+        picked = grad[:, examples, tokens] * weight[None, :, None]  # [R, M, d]
+        out[:, :, label] = picked.reshape(r, -1) @ rows[:, examples, tokens].reshape(k, -1).mT
+    return out
+
+
 def _rows_of(rows: torch.Tensor, writers: tuple[int, ...]) -> torch.Tensor:
     """The rows of ``writers``: a view where they are the first ``k`` (every slot of the
     graphs here), a gathered copy otherwise."""
@@ -148,6 +211,7 @@ def reader_gradients(
     positions: torch.Tensor,
     metric: MetricOfLogits,
     rules: RelevanceRules | None = None,
+    override: Override | None = None,
 ) -> ReaderGradients:
     """Run the unpatched model from ``embedded`` ``[N, T, d]`` and differentiate ``metric`` of
     its logits at ``positions`` ``[N, P]`` with respect to every reader's input.
@@ -156,9 +220,13 @@ def reader_gradients(
     keeps one normed input per block as the model does; each head input's own gradient is
     then ``W^T`` times its q/k/v gradient taken back through the block's norm
     (``_through_norm``), one layer at a time after the backward pass.
+
+    ``override`` fixes one writer group's outputs (the input, a layer's heads or its MLP) to
+    given values, as ``run_forward``'s does (EAP-IG's activations variant): the group passes
+    no gradient to its own inputs, and ``outputs`` records the fixed values.
     """
     with rules.applied(weights) if rules is not None else nullcontext():
-        run = _probed_forward(weights, graph, embedded.detach(), positions)
+        run = _probed_forward(weights, graph, embedded.detach(), positions, override)
         value = metric(run.logits)
         wanted = [*run.qkv, *(p for p in run.mlp if p is not None), run.logits_probe]
         grads = list(torch.autograd.grad(value, wanted, allow_unused=True, materialize_grads=True))
@@ -213,11 +281,17 @@ class _ProbedRun:
 
 
 def _probed_forward(
-    weights: ModelWeights, graph: ComputationalGraph, x: torch.Tensor, positions: torch.Tensor
+    weights: ModelWeights,
+    graph: ComputationalGraph,
+    x: torch.Tensor,
+    positions: torch.Tensor,
+    override: Override | None = None,
 ) -> _ProbedRun:
     """The model's forward with a zero probe on every head's q, k and v and on every other
     reader's input (each its own, so the backward pass keeps the readers apart); writer
-    outputs are written into one buffer."""
+    outputs are written into one buffer; ``override`` fixes one writer group's outputs."""
+    _check_override(graph, override)
+    x = _fixed(x[None], 0, override)[0]
     n, t, d = x.shape
     heads = graph.n_heads
     outputs = x.new_empty(len(graph.writers), n, t, d)
@@ -234,12 +308,13 @@ def _probed_forward(
         z = attend(layer, q, k, v, weights.attn_scale, weights.causal)
         mlp_probe = None if graph.attn_only else x.new_zeros(n, t, d, requires_grad=True)
         mlp_in = x if graph.parallel_attn_mlp else None
-        head_out = head_outputs(z, layer.w_o)[:, 0]  # [H, N, T, d]
+        head_out = _fixed(head_outputs(z, layer.w_o)[:, 0], written, override)  # [H, N, T, d]
         x = x + head_out.sum(0) + layer.b_o
         outputs[written : written + heads] = head_out.detach()
         written += heads
         if mlp_probe is not None:
-            mlp_out = mlp(layer, ((x if mlp_in is None else mlp_in) + mlp_probe)[None])[0]
+            mlp_out = mlp(layer, ((x if mlp_in is None else mlp_in) + mlp_probe)[None])
+            mlp_out = _fixed(mlp_out, written, override)[0]
             x = x + mlp_out
             outputs[written] = mlp_out.detach()
             written += 1
@@ -250,3 +325,29 @@ def _probed_forward(
     final = x[examples, positions] + run.logits_probe
     logits = weights.ln_final(final) @ weights.w_u + weights.b_u
     return replace(run, outputs=outputs.detach(), logits=logits[None])
+
+
+def _check_override(graph: ComputationalGraph, override: Override | None) -> None:
+    """Raise unless ``override`` covers exactly one writer group of ``graph``."""
+    if override is None:
+        return
+    groups = [(0, 1)]
+    for layer in range(graph.n_layers):
+        first = graph.writer_index(layer, 0)
+        groups.append((first, first + graph.n_heads))
+        if not graph.attn_only:
+            groups.append((graph.writer_index(layer), graph.writer_index(layer) + 1))
+    if (override.start, override.stop) not in groups:
+        raise EngineError(
+            f"override must cover one whole writer group (the input, a layer's heads or its "
+            f"MLP), got writers {override.start}:{override.stop}"
+        )
+
+
+def _fixed(outputs: torch.Tensor, start: int, override: Override | None) -> torch.Tensor:
+    """A writer group's outputs ``[g, N, T, d]`` (first writer ``start``), or the override's
+    values ``[N|1, T, g, d]`` where it fixes this group (constants: no gradient)."""
+    if override is None or override.start != start:
+        return outputs
+    values = override.values.detach().to(outputs.dtype).permute(2, 0, 1, 3)
+    return values.expand_as(outputs)

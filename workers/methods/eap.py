@@ -26,11 +26,12 @@ from pydantic import Field
 
 from circuitreg.workers.engine import InterventionEngine
 from circuitreg.workers.engine.forward import embed
-from circuitreg.workers.engine.gradients import reader_gradients
+from circuitreg.workers.engine.gradients import ReaderGradients, reader_gradients
 from circuitreg.workers.engine.relevance import RelevanceRules
 from circuitreg.workers.graph import ComputationalGraph
 from circuitreg.workers.methods.base import ConfigError, MethodConfig, ProgressFn, ScoreResult
 from circuitreg.workers.methods.registry import register_method
+from circuitreg.workers.positions import PositionError, PositionMap, PositionMode
 from circuitreg.workers.tasks.base import TaskData
 
 if TYPE_CHECKING:
@@ -48,10 +49,11 @@ class EAPConfig(MethodConfig):
         "denoising: gradient at the corrupted run, corrupted->clean (resample only)",
     )
 
-    positions: bool = Field(
-        default=False,
-        description="also score every edge at every token position (ScoreResult."
-        "position_scores, [n_edges, T]); edge_scores are their sum over positions",
+    positions: PositionMode | None = Field(
+        default=None,
+        description="also score every edge at every position (ScoreResult.position_scores, "
+        "[n_edges, Q]): 'index', each token index (Q = T); 'spans', the task's named spans "
+        "plus 'other', aligned across prompts; edge_scores are their sum over positions",
     )
 
     def check(self) -> None:
@@ -80,11 +82,11 @@ def attribution_scores(
     engine: InterventionEngine,
     progress: ProgressFn | None = None,
     rules: RelevanceRules | None = None,
-    positions: bool = False,
+    positions: PositionMap | None = None,
 ) -> torch.Tensor:
     """Gradient of the metric w.r.t. the patch coefficients at zero, ``[n_edges]`` (with
-    ``rules``, the relevance-propagating one: RelP); with ``positions``, the same per token
-    position, ``[n_edges, T]`` (``ReaderGradients.position_scores``), float64.
+    ``rules``, the relevance-propagating one: RelP); with ``positions``, the same per
+    position of the map, ``[n_edges, Q]`` (``ReaderGradients.position_scores``), float64.
 
     Per batch of examples: the ablated writer outputs (a corrupted forward under resample)
     and one unpatched forward and backward that give every reader's gradient and the clean
@@ -92,8 +94,8 @@ def attribution_scores(
     reference distribution a KL metric compares with. A positional run costs the same
     passes: only the contraction keeps the position axis.
     """
-    n_positions = engine.task.clean.shape[1]
-    shape = (engine.graph.n_edges, n_positions) if positions else (engine.graph.n_edges,)
+    graph = engine.graph
+    shape = (graph.n_edges,) if positions is None else (graph.n_edges, positions.size)
     total = torch.zeros(shape, dtype=torch.float64)
     tasks = list(engine.task.batches(engine.batch_size))
     for i, task in enumerate(tasks):
@@ -113,12 +115,49 @@ def attribution_scores(
         engine.n_backward += 1
         ablated = engine.ablated_outputs(task, _engine_shape(grads.outputs))
         delta = grads.delta_to(ablated)
-        contract = grads.position_scores if positions else grads.edge_scores
-        total += contract(engine.graph, delta)
+        total += contract_positions(grads, graph, delta, positions, task)
         if progress is not None:
             name = "EAP" if rules is None else "RelP"
             progress((i + 1) / len(tasks), f"{name} batch {i + 1}/{len(tasks)}")
     return total
+
+
+def contract_positions(
+    grads: ReaderGradients,
+    graph: ComputationalGraph,
+    delta: torch.Tensor,
+    positions: PositionMap | None,
+    task: TaskData,
+) -> torch.Tensor:
+    """``grads`` dotted with ``delta`` on one batch ``task``: ``[n_edges]`` without
+    ``positions``; per token index ``[n_edges, T]`` (the plain per-position contraction);
+    per span ``[n_edges, Q]`` through the batch's own one-hot map."""
+    if positions is None:
+        return grads.edge_scores(graph, delta)
+    if positions.mode == "index":
+        return grads.position_scores(graph, delta)
+    return grads.position_scores(graph, delta, positions.one_hot(task, delta.dtype))
+
+
+def position_map(
+    graph: ComputationalGraph, task: TaskData, mode: PositionMode | None
+) -> PositionMap | None:
+    """The positions a run scores at (None: unpositioned), checked against the graph: a
+    graph that names its positions must have exactly the map's ``Q`` (position ``q`` of
+    the scores is label ``q`` of the map: token ``q`` of every prompt, or span ``q``)."""
+    if mode is None:
+        return None
+    try:
+        positions = PositionMap.for_task(task, mode)
+    except PositionError as exc:
+        raise ConfigError(str(exc)) from exc
+    if graph.positions is not None and graph.positions != positions.size:
+        raise ConfigError(
+            f"the graph has {graph.positions} positions but {mode} positions of task "
+            f"{task.name!r} are {positions.size} ({', '.join(positions.labels[:8])}"
+            f"{', ...' if positions.size > 8 else ''})"
+        )
+    return positions
 
 
 def _engine_shape(writer_major: torch.Tensor) -> torch.Size:
@@ -152,10 +191,10 @@ def attribution_patching(
     rules: RelevanceRules | None = None,
 ) -> ScoreResult:
     """EAP's two forwards and one backward; ``rules`` swaps the gradient for LRP's (RelP).
-    With ``config.positions`` the result also carries ``position_scores`` ``[n_edges, T]``
+    With ``config.positions`` the result also carries ``position_scores`` ``[n_edges, Q]``
     and its edge scores are their sum, so the summed circuit is the unpositioned one."""
     start = time.perf_counter()
-    _check_positions(graph, task, config)
+    positions = position_map(graph, task, config.positions)
     run_task = swapped(task) if config.direction == "denoising" else task
     engine = InterventionEngine(
         model,
@@ -166,11 +205,12 @@ def attribution_patching(
         config.batch_size,
         workload="attribution",
     )
-    totals = attribution_scores(engine, progress, rules=rules, positions=config.positions)
-    scores = (totals.sum(-1) if config.positions else totals).float()
+    totals = attribution_scores(engine, progress, rules=rules, positions=positions)
+    scores = (totals if positions is None else totals.sum(-1)).float()
     return ScoreResult(
         edge_scores=scores,
-        position_scores=totals.float() if config.positions else None,
+        position_scores=None if positions is None else totals.float(),
+        positions=positions,
         node_scores=node_scores_from_edges(scores, graph),
         method=config.method_name,
         params=config.to_dict(),
@@ -178,13 +218,3 @@ def attribution_patching(
         n_backward=engine.n_backward,
         seconds=time.perf_counter() - start,
     )
-
-
-def _check_positions(graph: ComputationalGraph, task: TaskData, config: EAPConfig) -> None:
-    """A positional run on a graph that names its positions must match the prompt length:
-    position ``t`` of the scores is token ``t`` of every prompt."""
-    length = int(task.clean.shape[1])
-    if config.positions and graph.positions is not None and graph.positions != length:
-        raise ConfigError(
-            f"the graph has {graph.positions} positions but the task's prompts have {length} tokens"
-        )

@@ -26,16 +26,21 @@ tracr programs with zero ablation, ``input->m0`` carries the tokens and tracr's 
 they contribute -0.656 and +0.656 and the edge scores exactly 0 though it is needed. Exact
 patching (ACDC, path patching, mask pruning) sees such edges.
 
-The inputs variant's points are unpatched runs, so each is one forward and backward of the
-probed model (``engine.gradients``: every reader's gradient at once), contracted with the
-clean run's deltas after the steps are summed. The activations variant fixes a writer group
-per point, one batched pass on the intervention engine each, with the gradient read off the
-patch coefficients (fixed-delta mode, so ``d metric / d patch_e = delta_w . grad_r``).
+Every point of either variant is an unpatched run (the activations variant's with one writer
+group fixed), so each is one forward and backward of the probed model
+(``engine.gradients``: every reader's gradient at once, ``d metric / d patch_e = delta_w .
+grad_r`` at ``patch = 0``); the gradients are summed over the points and contracted once
+with the clean run's deltas. That contraction is what ``positions`` changes: per token
+index or per span (``ReaderGradients.position_scores``), ``[n_edges, Q]`` summing over
+``Q`` to the edge scores, as in EAP. (The activations variant first ran on the engine's
+patched forward with fixed deltas; ``tests/workers/test_methods_eap_ig_positions.py`` holds
+this path to it.)
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 import torch
@@ -43,11 +48,15 @@ from pydantic import Field
 
 from circuitreg.workers.engine import InterventionEngine, Override, PreparedBatch
 from circuitreg.workers.engine.gradients import ReaderGradients, reader_gradients
-from circuitreg.workers.engine.memory import Workload
 from circuitreg.workers.graph import ComputationalGraph
 from circuitreg.workers.methods.base import ConfigError, MethodConfig, ProgressFn, ScoreResult
-from circuitreg.workers.methods.eap import node_scores_from_edges
+from circuitreg.workers.methods.eap import (
+    contract_positions,
+    node_scores_from_edges,
+    position_map,
+)
 from circuitreg.workers.methods.registry import register_method
+from circuitreg.workers.positions import PositionMap, PositionMode
 from circuitreg.workers.tasks.base import TaskData
 
 if TYPE_CHECKING:
@@ -62,6 +71,12 @@ class EAPIGConfig(MethodConfig):
     steps: int = Field(default=5, ge=1, description="integration steps (EAP-IG uses 5 to 30)")
     variant: Literal["inputs", "activations"] = Field(
         default="inputs", description="interpolate the inputs or each layer's activations"
+    )
+    positions: PositionMode | None = Field(
+        default=None,
+        description="also score every edge at every position (ScoreResult.position_scores, "
+        "[n_edges, Q]): 'index', each token index; 'spans', the task's named spans plus "
+        "'other'; edge_scores are their sum over positions",
     )
 
 
@@ -100,44 +115,59 @@ def _refuse_a_normalised_zero_input(model: TransformerBridge, ablation: str) -> 
         )
 
 
-def _gradient(
+def _path_points(
+    batch: PreparedBatch, config: EAPIGConfig, groups: list[tuple[int, int]]
+) -> Iterator[tuple[torch.Tensor, Override | None]]:
+    """The points the gradient is averaged over: (embedding, writer group fixed or None).
+
+    ``inputs``: the embedding ``ablated + (k / steps) (clean - ablated)``, ``k = 0 ..
+    steps - 1``; ``activations``: the clean embedding with one group at a time fixed to
+    ``alpha clean + (1 - alpha) ablated``, ``alpha = k / steps``, ``k = 1 .. steps``.
+    """
+    steps = config.steps
+    ablated = batch.ablated.expand_as(batch.clean_outputs)
+    if config.variant == "inputs":
+        ablated_input = ablated[:, :, 0]
+        for k in range(steps):
+            yield ablated_input + (k / steps) * (batch.embedded - ablated_input), None
+        return
+    for lo, hi in groups:
+        for k in range(1, steps + 1):
+            alpha = k / steps
+            values = alpha * batch.clean_outputs[:, :, lo:hi] + (1 - alpha) * ablated[:, :, lo:hi]
+            yield batch.embedded, Override(lo, hi, values)
+
+
+def _integrated(
     engine: InterventionEngine,
     batch: PreparedBatch,
-    embedded: torch.Tensor | None = None,
-    override: Override | None = None,
+    points: Iterator[tuple[torch.Tensor, Override | None]],
+    positions: PositionMap | None,
+    tick: Callable[[], None],
 ) -> torch.Tensor:
-    patch = torch.zeros(1, engine.graph.n_edges, device=engine.device, requires_grad=True)
-    logits = engine.run(batch, patch, fixed_delta=True, embedded=embedded, override=override)
-    (grad,) = torch.autograd.grad(engine.metric_of(batch, logits).sum(), patch)
-    engine.n_backward += 1
-    return grad[0].double().cpu()
-
-
-def _integrated_inputs(
-    engine: InterventionEngine, batch: PreparedBatch, steps: int
-) -> torch.Tensor:
-    """The inputs variant's summed scores on one batch: the reader gradients at each
-    interpolated input (one unpatched forward and backward each, ``engine.gradients``),
-    summed, then contracted once with the clean run's writer deltas."""
+    """One batch's summed scores: the reader gradients at every point (one probed forward
+    and backward each), summed, then contracted once with the clean run's writer deltas,
+    ``[n_edges]`` or, with ``positions``, ``[n_edges, Q]``."""
 
     def metric(logits: torch.Tensor) -> torch.Tensor:
         return engine.metric_of(batch, logits).sum()
 
-    ablated_input = batch.ablated.expand_as(batch.clean_outputs)[:, :, 0]
     total: ReaderGradients | None = None
-    for k in range(steps):
-        alpha = k / steps
-        emb = ablated_input + alpha * (batch.embedded - ablated_input)
-        grads = reader_gradients(engine.weights, engine.graph, emb, batch.task.positions, metric)
+    for embedded, override in points:
+        grads = reader_gradients(
+            engine.weights, engine.graph, embedded, batch.task.positions, metric,
+            override=override,
+        )  # fmt: skip
         engine.n_forward += 1
         engine.n_backward += 1
         if total is None:
             total = grads
         else:
             total.add_(grads)
+        tick()
     assert total is not None  # steps >= 1
-    delta = batch.ablated.permute(2, 0, 1, 3) - batch.clean_outputs.permute(2, 0, 1, 3)
-    return total.edge_scores(engine.graph, delta)
+    delta = (batch.ablated - batch.clean_outputs).permute(2, 0, 1, 3)
+    return contract_positions(total, engine.graph, delta, positions, batch.task)
 
 
 @register_method(
@@ -152,41 +182,35 @@ def eap_ig(
     config: EAPIGConfig,
     progress: ProgressFn | None = None,
 ) -> ScoreResult:
-    """Score every edge with EAP-IG."""
+    """Score every edge with EAP-IG (with ``config.positions``, at every position too)."""
     start = time.perf_counter()
     _refuse_a_normalised_zero_input(model, config.ablation)  # before any forward pass
-    workload: Workload = "attribution" if config.variant == "inputs" else "patching_grad"
+    positions = position_map(graph, task, config.positions)
     engine = InterventionEngine(
         model, graph, task, config.ablation, config.metric, config.batch_size,
-        workload=workload,
+        workload="attribution",
     )  # fmt: skip
     batches = list(engine.batches())
     groups = _writer_groups(graph) if config.variant == "activations" else [(0, 1)]
     total_work = len(batches) * len(groups) * config.steps
-    done = 0
-    scores = torch.zeros(graph.n_edges, dtype=torch.float64)
+    done = [0]
+
+    def tick() -> None:
+        done[0] += 1
+        if progress is not None:
+            progress(done[0] / total_work, f"EAP-IG step {done[0]}/{total_work}")
+
+    shape = (graph.n_edges,) if positions is None else (graph.n_edges, positions.size)
+    totals = torch.zeros(shape, dtype=torch.float64)
     for batch in batches:
-        if config.variant == "inputs":
-            scores += _integrated_inputs(engine, batch, config.steps)
-            done += config.steps
-            if progress is not None:
-                progress(done / total_work, f"EAP-IG step {done}/{total_work}")
-            continue
-        ablated = batch.ablated.expand_as(batch.clean_outputs)
-        for lo, hi in groups:
-            for k in range(config.steps):
-                alpha = (k + 1) / config.steps
-                values = (
-                    alpha * batch.clean_outputs[:, :, lo:hi] + (1 - alpha) * ablated[:, :, lo:hi]
-                )
-                scores += _gradient(engine, batch, override=Override(lo, hi, values))
-                done += 1
-                if progress is not None:
-                    progress(done / total_work, f"EAP-IG step {done}/{total_work}")
-    scores /= len(groups) * config.steps
-    edge_scores = scores.float()
+        points = _path_points(batch, config, groups)
+        totals += _integrated(engine, batch, points, positions, tick)
+    totals /= len(groups) * config.steps
+    edge_scores = (totals if positions is None else totals.sum(-1)).float()
     return ScoreResult(
         edge_scores=edge_scores,
+        position_scores=None if positions is None else totals.float(),
+        positions=positions,
         node_scores=node_scores_from_edges(edge_scores, graph),
         method=config.method_name,
         params=config.to_dict(),
