@@ -12,7 +12,7 @@ from typing import Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from circuitreg.schema import CircuitDocument, ComponentKind, Receiver, ValidationResult
+from circuitreg.schema import CircuitDocument, ComponentKind, Edge, Receiver, ValidationResult
 
 
 class _Frozen(BaseModel):
@@ -216,11 +216,44 @@ class GraphStore(Protocol):
     def component_labels(self, model: str) -> dict[str, tuple[str, ...]]:
         """Role labels of a model's components, each tuple sorted."""
 
-    def component_usage(self, model: str, component: str) -> list[ComponentUse]:
-        """Every circuit of ``model`` containing ``component``, ordered by circuit id."""
+    def component_usage(
+        self,
+        model: str,
+        component: str,
+        *,
+        position: int | None = None,
+        span: str | None = None,
+    ) -> list[ComponentUse]:
+        """Every circuit of ``model`` containing ``component``, ordered by circuit id.
 
-    def circuits_with_edge(self, model: str, edge: str) -> list[CircuitSummary]:
-        """Every circuit of ``model`` containing the canonical edge, ordered by id."""
+        With ``position`` and/or ``span`` ("this head at S2"): the circuits where it is at
+        that position, as a positional component or an end of a positional edge there;
+        ``degree`` then counts those positional edges. Answered from the positional index
+        (by component, span and position) without reading any circuit's edges.
+        """
+
+    def circuits_with_edge(
+        self,
+        model: str,
+        edge: str,
+        *,
+        position: int | None = None,
+        span: str | None = None,
+    ) -> list[CircuitSummary]:
+        """Every circuit of ``model`` containing the canonical edge, ordered by id; with
+        ``position`` and/or ``span``, containing it at that position."""
+
+    def edges_at(
+        self,
+        circuit_id: str,
+        *,
+        position: int | None = None,
+        span: str | None = None,
+        component: str | None = None,
+    ) -> list[Edge]:
+        """The circuit's in-circuit positional edges at ``position`` and ``span`` (None:
+        any; both None: every positional edge) touching ``component`` (None: any), in
+        document order ("edges at END"). Read through the positional index."""
 
     def shared_subcircuit(
         self, circuit_ids: list[str], min_support: int, min_importance: float = 0.0

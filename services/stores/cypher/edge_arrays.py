@@ -21,13 +21,15 @@ from circuitreg.schema import Edge
 
 
 def flow_key(edge: Edge) -> str:
-    """The key of an edge at its position (also the FLOWS relationship's key)."""
-    return f"{edge.name}@{'' if edge.position is None else edge.position}"
+    """The key of an edge at its position and span (also the FLOWS relationship's key):
+    ``name@position``, and ``@span`` after it for an edge at a span."""
+    key = f"{edge.name}@{'' if edge.position is None else edge.position}"
+    return key if edge.span is None else f"{key}@{edge.span}"
 
 
 def edge_of(key: str) -> str:
-    """The canonical edge name of a key."""
-    return key.rsplit("@", 1)[0]
+    """The canonical edge name of a key (edge names hold no ``@``; a span may)."""
+    return key.split("@", 1)[0]
 
 
 def array_props(edges: Sequence[Edge]) -> dict[str, list[Any]]:

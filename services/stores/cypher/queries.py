@@ -20,7 +20,11 @@ A circuit's edges are ``FLOWS`` relationships between those shared components, c
 and ``position``. Relationships rather than (:CircuitEdge) nodes because both questions the
 store exists for are then plain patterns: shared subcircuits group the FLOWS relationships
 of the chosen circuits by ``edge`` (one indexed scan on ``FLOWS.circuit``), and a motif is a
-path pattern over FLOWS with ``e.circuit = c.id``, visited circuit by circuit. Role labels
+path pattern over FLOWS with ``e.circuit = c.id``, visited circuit by circuit. Positional
+entries (issue 18) are CONTAINS_AT and FLOWS_AT, the same shapes between the components at
+the entry's position and span (nodes keyed ``model|name|position|span``), beside CONTAINS
+and FLOWS, which hold a positional circuit's summed graph; the position queries start at a
+component's nodes at a position (indexes of migration V0005). Role labels
 are (:RoleLabel) nodes keyed by model + component + label (they apply to every position);
 tags are a list property of the circuit; aliases are (:Alias)-[:NAMES]->(:Circuit);
 validation results are (:ValidationResult)-[:VALIDATES]->(:Circuit).
@@ -148,13 +152,13 @@ def merge_task_and_run(task: str, circuit_id: str, props: dict[str, Any]) -> Sta
 
 @builder
 def merge_components(rows: Sequence[dict[str, Any]]) -> Statement:
-    """Model-scoped components, keyed by ``model|name|position``."""
+    """Model-scoped components, keyed by ``model|name|position`` (``|span`` at a span)."""
     return Statement(
         "merge_components",
         "UNWIND $rows AS row "
         "MERGE (x:Component {key: row.key}) "
         "ON CREATE SET x.model = row.model, x.name = row.name, x.position = row.position, "
-        "x.kind = row.kind, x.layer = row.layer, x.head = row.head, "
+        "x.span = row.span, x.kind = row.kind, x.layer = row.layer, x.head = row.head, "
         "x.hook_name = row.hook_name "
         "RETURN count(x) AS n",
         {"rows": list(rows)},
@@ -188,10 +192,50 @@ def merge_memberships(circuit_id: str, rows: Sequence[dict[str, Any]]) -> Statem
     )
 
 
+@builder
+def merge_position_memberships(circuit_id: str, rows: Sequence[dict[str, Any]]) -> Statement:
+    """CONTAINS_AT relationships from the pending circuit to its positional components."""
+    return Statement(
+        "merge_position_memberships",
+        "MATCH (c:PendingCircuit {id: $id}) "
+        "UNWIND $rows AS row "
+        "MATCH (x:Component {key: row.key}) "
+        "MERGE (c)-[m:CONTAINS_AT]->(x) "
+        "ON CREATE SET m.score = row.score, m.in_circuit = row.in_circuit "
+        "RETURN count(m) AS n",
+        {"id": circuit_id, "rows": list(rows)},
+    )
+
+
 _FLOW_PROPS = (
     "SET r.edge = row.edge, r.source = row.source, r.target = row.target, "
-    "r.receiver = row.receiver, r.score = row.score, r.position = row.position "
+    "r.receiver = row.receiver, r.score = row.score, r.position = row.position, "
+    "r.span = row.span "
 )
+
+
+def _merge_flows_text(rel_type: str) -> str:
+    return (
+        "UNWIND $rows AS row "
+        "MATCH (s:Component {key: row.source_key}) "
+        "MATCH (t:Component {key: row.target_key}) "
+        f"MERGE (s)-[r:{rel_type} {{circuit: $circuit, key: row.key}}]->(t) "
+        "ON CREATE " + _FLOW_PROPS + "RETURN count(r) AS n"
+    )
+
+
+def _create_flows_text(rel_type: str) -> str:
+    return (
+        # Only while this transaction holds the pending circuit: a writer that lost the
+        # race (the circuit committed meanwhile) matches nothing and creates nothing.
+        "MATCH (:PendingCircuit {id: $circuit}) "
+        "UNWIND $rows AS row "
+        "MATCH (s:Component {key: row.source_key}) "
+        "MATCH (t:Component {key: row.target_key}) "
+        f"CREATE (s)-[r:{rel_type} {{circuit: $circuit, key: row.key}}]->(t) "
+        + _FLOW_PROPS
+        + "RETURN count(r) AS n"
+    )
 
 
 @builder
@@ -202,13 +246,7 @@ def merge_flows(circuit_id: str, rows: Sequence[dict[str, Any]]) -> Statement:
     circuit MERGEs onto what the first try wrote.
     """
     return Statement(
-        "merge_flows",
-        "UNWIND $rows AS row "
-        "MATCH (s:Component {key: row.source_key}) "
-        "MATCH (t:Component {key: row.target_key}) "
-        "MERGE (s)-[r:FLOWS {circuit: $circuit, key: row.key}]->(t) "
-        "ON CREATE " + _FLOW_PROPS + "RETURN count(r) AS n",
-        {"circuit": circuit_id, "rows": list(rows)},
+        "merge_flows", _merge_flows_text("FLOWS"), {"circuit": circuit_id, "rows": list(rows)}
     )
 
 
@@ -223,16 +261,28 @@ def create_flows(circuit_id: str, rows: Sequence[dict[str, Any]]) -> Statement:
     same circuit fails at its commit and leaves nothing, and a failed try leaves nothing.
     """
     return Statement(
-        "create_flows",
-        # Only while this transaction holds the pending circuit: a writer that lost the
-        # race (the circuit committed meanwhile) matches nothing and creates nothing.
-        "MATCH (:PendingCircuit {id: $circuit}) "
-        "UNWIND $rows AS row "
-        "MATCH (s:Component {key: row.source_key}) "
-        "MATCH (t:Component {key: row.target_key}) "
-        "CREATE (s)-[r:FLOWS {circuit: $circuit, key: row.key}]->(t) "
-        + _FLOW_PROPS
-        + "RETURN count(r) AS n",
+        "create_flows", _create_flows_text("FLOWS"), {"circuit": circuit_id, "rows": list(rows)}
+    )
+
+
+@builder
+def merge_position_flows(circuit_id: str, rows: Sequence[dict[str, Any]]) -> Statement:
+    """A batch of the circuit's positional edges as FLOWS_AT relationships between the
+    components at their position and span, MERGEd as ``merge_flows`` (FalkorDB)."""
+    return Statement(
+        "merge_position_flows",
+        _merge_flows_text("FLOWS_AT"),
+        {"circuit": circuit_id, "rows": list(rows)},
+    )
+
+
+@builder
+def create_position_flows(circuit_id: str, rows: Sequence[dict[str, Any]]) -> Statement:
+    """The same batch, CREATEd inside the circuit's one transaction (Neo4j; see
+    ``create_flows``)."""
+    return Statement(
+        "create_position_flows",
+        _create_flows_text("FLOWS_AT"),
         {"circuit": circuit_id, "rows": list(rows)},
     )
 
@@ -294,6 +344,18 @@ def dedupe_flows(circuit_id: str) -> Statement:
     return Statement(
         "dedupe_flows",
         "MATCH ()-[r:FLOWS {circuit: $circuit}]->() "
+        "WITH r.key AS key, collect(r) AS rs WHERE size(rs) > 1 "
+        "UNWIND tail(rs) AS extra DELETE extra RETURN count(*) AS n",
+        {"circuit": circuit_id},
+    )
+
+
+@builder
+def dedupe_position_flows(circuit_id: str) -> Statement:
+    """Delete repeated FLOWS_AT of one circuit (same key), as ``dedupe_flows``."""
+    return Statement(
+        "dedupe_position_flows",
+        "MATCH ()-[r:FLOWS_AT {circuit: $circuit}]->() "
         "WITH r.key AS key, collect(r) AS rs WHERE size(rs) > 1 "
         "UNWIND tail(rs) AS extra DELETE extra RETURN count(*) AS n",
         {"circuit": circuit_id},
@@ -465,7 +527,8 @@ def circuit_head(circuit_id: str) -> Statement:
         "c.revision AS revision, c.task AS task, r.task_spec AS task_spec, "
         "r.corruption AS corruption, r.dataset_hash AS dataset_hash, "
         "r.n_examples AS n_examples, c.method AS method, r.params AS params, "
-        "c.ablation AS ablation, c.metric AS metric, c.seed AS seed",
+        "c.ablation AS ablation, c.metric AS metric, c.seed AS seed, "
+        "c.positions AS positions",
         {"id": circuit_id},
     )
 
@@ -473,13 +536,23 @@ def circuit_head(circuit_id: str) -> Statement:
 @builder
 def circuit_components(circuit_id: str) -> Statement:
     """The components a circuit contains, with their scores."""
-    return Statement(
-        "circuit_components",
-        "MATCH (c:Circuit {id: $id})-[m:CONTAINS]->(x:Component) "
+    return Statement("circuit_components", _components_text("CONTAINS"), {"id": circuit_id})
+
+
+def _components_text(rel_type: str) -> str:
+    return (
+        f"MATCH (c:Circuit {{id: $id}})-[m:{rel_type}]->(x:Component) "
         "RETURN x.name AS name, x.kind AS kind, x.layer AS layer, x.head AS head, "
-        "x.position AS position, x.hook_name AS hook_name, m.score AS score, "
-        "m.in_circuit AS in_circuit",
-        {"id": circuit_id},
+        "x.position AS position, x.span AS span, x.hook_name AS hook_name, "
+        "m.score AS score, m.in_circuit AS in_circuit"
+    )
+
+
+@builder
+def circuit_position_components(circuit_id: str) -> Statement:
+    """The positional components of a circuit (CONTAINS_AT), with their scores."""
+    return Statement(
+        "circuit_position_components", _components_text("CONTAINS_AT"), {"id": circuit_id}
     )
 
 
@@ -492,6 +565,91 @@ def circuit_flows(circuit_ids: Sequence[str]) -> Statement:
         "RETURN r.circuit AS circuit, r.edge AS edge, r.source AS source, "
         "r.target AS target, r.receiver AS receiver, r.score AS score, r.position AS position",
         {"ids": list(circuit_ids)},
+    )
+
+
+_FLOW_RETURN = (
+    "RETURN r.edge AS edge, r.source AS source, r.target AS target, r.receiver AS receiver, "
+    "r.score AS score, r.position AS position, r.span AS span"
+)
+
+
+def _at_conditions(var: str, position: int | None, span: str | None) -> list[str]:
+    """``var.span = $span`` / ``var.position = $position`` for the filters given: written
+    only when given, so that an index on the property can serve them."""
+    conds = []
+    if span is not None:
+        conds.append(f"{var}.span = $span")
+    if position is not None:
+        conds.append(f"{var}.position = $position")
+    return conds
+
+
+@builder
+def position_flows(
+    circuit_id: str, position: int | None, span: str | None, component: str | None
+) -> Statement:
+    """A circuit's positional edges (FLOWS_AT, by the ``flows_at_circuit`` index) at the
+    position and span, touching ``component`` (each None: any)."""
+    conds = ["r.circuit = $id", *_at_conditions("r", position, span)]
+    if component is not None:
+        conds.append("(r.source = $component OR r.target = $component)")
+    return Statement(
+        "position_flows",
+        "MATCH ()-[r:FLOWS_AT]->() WHERE " + " AND ".join(conds) + " " + _FLOW_RETURN,
+        {"id": circuit_id, "position": position, "span": span, "component": component},
+    )
+
+
+def _component_at(position: int | None, span: str | None) -> str:
+    """The model's nodes of a component at the position and span: a seek of the
+    ``component_model_name_span`` or ``_position`` index."""
+    conds = ["x.model = $model", "x.name = $name", *_at_conditions("x", position, span)]
+    return "MATCH (x:Component) WHERE " + " AND ".join(conds) + " "
+
+
+@builder
+def component_position_degrees(
+    model: str, component: str, position: int | None, span: str | None
+) -> Statement:
+    """Per committed circuit, the positional edges at the position touching the component:
+    the component's nodes there, and only the FLOWS_AT relationships they have."""
+    return Statement(
+        "component_position_degrees",
+        _component_at(position, span) + "MATCH (x)-[r:FLOWS_AT]-() "
+        "WITH r.circuit AS circuit, count(r) AS degree "
+        "MATCH (c:Circuit {id: circuit}) RETURN c.id AS circuit, degree",
+        {"model": model, "name": component, "position": position, "span": span},
+    )
+
+
+@builder
+def component_position_members(
+    model: str, component: str, position: int | None, span: str | None
+) -> Statement:
+    """Committed circuits holding the component at the position, in the circuit."""
+    return Statement(
+        "component_position_members",
+        _component_at(position, span) + "MATCH (c:Circuit)-[m:CONTAINS_AT]->(x) "
+        "WHERE m.in_circuit RETURN DISTINCT c.id AS circuit",
+        {"model": model, "name": component, "position": position, "span": span},
+    )
+
+
+@builder
+def circuits_with_edge_at(
+    model: str, source: str, edge: str, position: int | None, span: str | None
+) -> Statement:
+    """Committed circuits holding the edge at the position: its source's nodes there, and
+    their outgoing FLOWS_AT of that edge."""
+    return Statement(
+        "circuits_with_edge_at",
+        _component_at(position, span) + "MATCH (x)-[r:FLOWS_AT]->() WHERE r.edge = $edge "
+        # WITH first: FalkorDB then seeks each circuit by id instead of a hash join over a
+        # scan of every circuit
+        "WITH DISTINCT r.circuit AS circuit "
+        "MATCH (c:Circuit {id: circuit}) RETURN c.id AS id",
+        {"model": model, "name": source, "edge": edge, "position": position, "span": span},
     )
 
 

@@ -24,8 +24,8 @@ from circuitreg.schema import (
     Receiver,
     TaskRef,
     ValidationResult,
-    node_order_key,
 )
+from circuitreg.schema.circuit import PositionAxis
 
 from ..common import (
     UnknownCircuitError,
@@ -36,13 +36,18 @@ from ..common import (
     check_motif,
     check_nonempty,
     check_page_size,
+    check_position_filter,
     check_shared_args,
+    check_spans,
     circuit_summary,
+    component_order,
+    edge_order,
     evolution_steps,
     io_paths,
     latest_faithfulness,
     make_diff,
     order_validation,
+    positional_matches,
     shape_shared,
     sort_bindings,
     utc,
@@ -113,6 +118,7 @@ class CypherStore:
     ) -> str:
         """MERGE everything under stable keys, then make the circuit visible in one step."""
         circuit_id = doc.id
+        check_spans(doc)
         atomic = self.session.dialect.atomic_writes
         if not self._run(q.circuit_exists(circuit_id)):
             shape = self._run(q.model_shape(doc.model.name))
@@ -249,6 +255,11 @@ class CypherStore:
         head = heads[0]
         comps = self._run(q.circuit_components(circuit_id))
         flows = self._run(q.circuit_flows([circuit_id]))
+        axis = None
+        if head["positions"] is not None:  # positional entries are beside its graph
+            axis = PositionAxis.model_validate_json(head["positions"])
+            comps += self._run(q.circuit_position_components(circuit_id))
+            flows += self._run(q.position_flows(circuit_id, None, None, None))
         names = sorted({str(c["name"]) for c in comps})
         labels = _grouped_labels(self._run(q.role_labels(head["model"], names)))
         return CircuitDocument(
@@ -258,9 +269,10 @@ class CypherStore:
             ablation=head["ablation"],
             metric=head["metric"],
             seed=head["seed"],
-            components=tuple(sorted(map(_component, comps), key=_component_order)),
-            edges=tuple(sorted(map(_edge, flows), key=_edge_order)),
+            components=tuple(sorted(map(_component, comps), key=component_order)),
+            edges=tuple(sorted(map(_edge, flows), key=edge_order)),
             labels=labels,
+            positions=axis,
             validation=self._validations(circuit_id),
             provenance=Provenance.model_validate_json(head["provenance"]),
         )
@@ -269,9 +281,22 @@ class CypherStore:
         """Role labels of a model's components (empty for an unknown model)."""
         return _grouped_labels(self._run(q.role_labels(model)))
 
-    def component_usage(self, model: str, component: str) -> list[ComponentUse]:
-        """Circuits of ``model`` with ``component`` in them, and its degree in each."""
+    def component_usage(
+        self,
+        model: str,
+        component: str,
+        *,
+        position: int | None = None,
+        span: str | None = None,
+    ) -> list[ComponentUse]:
+        """Circuits of ``model`` with ``component`` in them, and its degree in each; at a
+        position or span, from the component's nodes there (``queries._component_at``)."""
         check_component_name(component)
+        if position is not None or span is not None:
+            check_position_filter(position, span)
+            degrees = self._component_at(model, component, position, span)
+            found = self.get_summaries(sorted(degrees))
+            return [ComponentUse(circuit=found[i], degree=degrees[i]) for i in sorted(found)]
         ids = sorted(str(r["id"]) for r in self._run(q.circuits_containing(model, component)))
         if not ids:
             return []
@@ -282,13 +307,41 @@ class CypherStore:
         summaries = self.get_summaries(ids)
         return [ComponentUse(circuit=summaries[i], degree=degrees.get(i, 0)) for i in ids]
 
-    def circuits_with_edge(self, model: str, edge: str) -> list[CircuitSummary]:
-        """Circuits of ``model`` containing the canonical edge, by id."""
+    def circuits_with_edge(
+        self,
+        model: str,
+        edge: str,
+        *,
+        position: int | None = None,
+        span: str | None = None,
+    ) -> list[CircuitSummary]:
+        """Circuits of ``model`` containing the canonical edge (at a position), by id."""
         check_edge_name(edge)
         source = edge.split("->", 1)[0]
-        ids = [str(r["id"]) for r in self._run(q.circuits_with_edge(model, source, edge))]
+        stmt = q.circuits_with_edge(model, source, edge)
+        if position is not None or span is not None:
+            check_position_filter(position, span)
+            stmt = q.circuits_with_edge_at(model, source, edge, position, span)
+        ids = [str(r["id"]) for r in self._run(stmt)]
         summaries = self.get_summaries(ids)
         return [summaries[i] for i in sorted(summaries)]
+
+    def edges_at(
+        self,
+        circuit_id: str,
+        *,
+        position: int | None = None,
+        span: str | None = None,
+        component: str | None = None,
+    ) -> list[Edge]:
+        """The circuit's positional edges at a position and span (``queries.position_flows``)."""
+        if component is not None:
+            check_component_name(component)
+        if position is not None or span is not None:
+            check_position_filter(position, span)
+        self._require(circuit_id)
+        rows = self._run(q.position_flows(circuit_id, position, span, component))
+        return positional_matches(map(_edge, rows), position, span, component)
 
     def shared_subcircuit(
         self, circuit_ids: list[str], min_support: int, min_importance: float = 0.0
@@ -464,6 +517,20 @@ class CypherStore:
             out[str(row["model"])].setdefault(str(row["component"]), []).append(str(row["label"]))
         return out
 
+    def _component_at(
+        self, model: str, component: str, position: int | None, span: str | None
+    ) -> dict[str, int]:
+        """Circuit id -> positional edges at the position touching the component, for every
+        circuit where it is there (an end of such an edge, or a positional component)."""
+        args = (model, component, position, span)
+        degrees = {
+            str(r["circuit"]): int(r["degree"])
+            for r in self._run(q.component_position_degrees(*args))
+        }
+        for row in self._run(q.component_position_members(*args)):
+            degrees.setdefault(str(row["circuit"]), 0)
+        return degrees
+
     def _require(self, circuit_id: str) -> None:
         if not self._run(q.circuit_exists(circuit_id)):
             raise UnknownCircuitError(circuit_id)
@@ -522,6 +589,7 @@ def _component(row: dict[str, Any]) -> Component:
         layer=row["layer"],
         head=row["head"],
         position=row["position"],
+        span=row["span"],
         hook_name=row["hook_name"],
         score=row["score"],
         in_circuit=row["in_circuit"],
@@ -536,17 +604,8 @@ def _edge(row: dict[str, Any]) -> Edge:
         receiver=None if row["receiver"] is None else Receiver(row["receiver"]),
         score=row["score"],
         position=row["position"],
+        span=row.get("span"),
     )
-
-
-def _component_order(c: Component) -> tuple[tuple[int, int, int], int]:
-    """Documents list components topologically, then by position (position-less first)."""
-    return node_order_key(c.name), -1 if c.position is None else c.position
-
-
-def _edge_order(e: Edge) -> tuple[str, str, str, int]:
-    """Documents list edges by source, target, receiver, then position (position-less first)."""
-    return e.source, e.target, e.receiver or "", -1 if e.position is None else e.position
 
 
 def _grouped_labels(rows: Sequence[dict[str, Any]]) -> dict[str, tuple[str, ...]]:

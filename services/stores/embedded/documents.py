@@ -16,10 +16,9 @@ from circuitreg.schema import (
     Receiver,
     TaskRef,
     ValidationResult,
-    node_order_key,
 )
 
-from ..common import order_validation
+from ..common import component_order, edge_order, order_validation
 from .models import (
     CircuitComponent,
     CircuitEdge,
@@ -33,16 +32,17 @@ from .models import (
     Run,
     ValidationRow,
 )
+from .positions import axis_of, load_components, load_edges
 
 
-def _components(conn: Session, circuit_pk: int) -> tuple[Component, ...]:
-    """The circuit's stored components with their scores, in model order."""
+def _components(conn: Session, circuit_pk: int) -> list[Component]:
+    """The circuit's stored graph components with their scores."""
     rows = conn.execute(
         select(ComponentRow, CircuitComponent.score, CircuitComponent.in_circuit)
         .join(CircuitComponent, CircuitComponent.component_id == ComponentRow.id)
         .where(CircuitComponent.circuit_pk == circuit_pk)
     ).all()
-    components = (
+    return [
         Component(
             name=c.name,
             kind=ComponentKind(c.kind),
@@ -54,23 +54,17 @@ def _components(conn: Session, circuit_pk: int) -> tuple[Component, ...]:
             in_circuit=in_circuit,
         )
         for c, score, in_circuit in rows
-    )
-    return tuple(
-        sorted(
-            components,
-            key=lambda c: (node_order_key(c.name), -1 if c.position is None else c.position),
-        )
-    )
+    ]
 
 
-def _edges(conn: Session, circuit_pk: int) -> tuple[Edge, ...]:
-    """The circuit's edges with their scores, ordered by name and position."""
+def _edges(conn: Session, circuit_pk: int) -> list[Edge]:
+    """The circuit's graph edges with their scores."""
     rows = conn.execute(
         select(GraphEdge, CircuitEdge.score, CircuitEdge.position)
         .join(CircuitEdge, CircuitEdge.edge_id == GraphEdge.id)
         .where(CircuitEdge.circuit_pk == circuit_pk)
     ).all()
-    edges = (
+    return [
         Edge(
             source=e.source,
             target=e.target,
@@ -79,18 +73,7 @@ def _edges(conn: Session, circuit_pk: int) -> tuple[Edge, ...]:
             position=position,
         )
         for e, score, position in rows
-    )
-    return tuple(
-        sorted(
-            edges,
-            key=lambda e: (
-                e.source,
-                e.target,
-                e.receiver or "",
-                -1 if e.position is None else e.position,
-            ),
-        )
-    )
+    ]
 
 
 def _labels(conn: Session, model_id: int, names: list[str]) -> dict[str, tuple[str, ...]]:
@@ -119,7 +102,12 @@ def load_document(conn: Session, circuit_id: str) -> CircuitDocument | None:
     if head is None:
         return None
     circuit, run, model, task_name, checkpoint = head
+    axis = axis_of(circuit)
     components = _components(conn, circuit.pk)
+    edges = _edges(conn, circuit.pk)
+    if axis is not None:  # its positional entries are beside its graph, not in it
+        components.extend(load_components(conn, circuit.pk))
+        edges.extend(load_edges(conn, circuit.pk))
     names = sorted({c.name for c in components})
     validation = order_validation(
         ValidationResult.model_validate(b)
@@ -151,9 +139,10 @@ def load_document(conn: Session, circuit_id: str) -> CircuitDocument | None:
         ablation=run.ablation,
         metric=run.metric,
         seed=run.seed,
-        components=components,
-        edges=_edges(conn, circuit.pk),
+        components=tuple(sorted(components, key=component_order)),
+        edges=tuple(sorted(edges, key=edge_order)),
         labels=_labels(conn, model.id, names),
+        positions=axis,
         validation=validation,
         provenance=Provenance.model_validate(circuit.provenance),
     )

@@ -11,6 +11,13 @@ Layout choices that the queries depend on:
 * ``position_key`` is the position or -1, because NULLs never collide in a unique constraint.
 * Circuits have an integer surrogate key (``pk``) beside their content id to keep the large
   per-edge table small.
+* Positions (issue 18, revision 0005): a circuit with a position axis (``circuits.positions``)
+  keeps its summed edges and components in the tables above, its graph, and its positional
+  ones in ``circuit_position_edges`` / ``circuit_position_components``, which also index the
+  positioned entries of circuits without an axis. Their keys carry ``span_key`` (the span or
+  ``''``), and their indexes answer "edges at END" (primary key: circuit, span, position),
+  "this head at S2" (by component id, span, position: the model's position-free row of the
+  component) and "this edge at position 7" (by edge id, span, position).
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from circuitreg.services.db.base import Base
 
 NO_POSITION = -1
+NO_SPAN = ""
 
 
 class GraphModel(Base):
@@ -107,7 +115,8 @@ class CircuitRow(Base):
     )
     n_components: Mapped[int] = mapped_column(Integer)
     n_edges: Mapped[int] = mapped_column(Integer)
-    positional: Mapped[bool] = mapped_column(Boolean)  # any edge has a token position
+    positional: Mapped[bool] = mapped_column(Boolean)  # any graph edge has a token position
+    positions: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)  # the axis
     faithfulness: Mapped[float | None] = mapped_column(Float, default=None)
     dense_scores_uri: Mapped[str | None] = mapped_column(String(1000), default=None)
     provenance: Mapped[dict[str, Any]] = mapped_column(JSON)
@@ -171,6 +180,56 @@ class CircuitEdge(Base):
     source_id: Mapped[int] = mapped_column(ForeignKey("components.id"))
     target_id: Mapped[int] = mapped_column(ForeignKey("components.id"))
     score: Mapped[float | None] = mapped_column(Float, default=None)
+
+
+class PositionEdge(Base):
+    """An in-circuit edge at a position or span, for the position queries (revision 0005).
+
+    ``source_id`` and ``target_id`` are the model's position-free rows of the edge's ends,
+    so "which circuits have this head at S2" is one index range per end.
+    """
+
+    __tablename__ = "circuit_position_edges"
+    __table_args__ = (
+        Index("ix_circuit_position_edges_edge", "edge_id", "span_key", "position_key"),
+        Index("ix_circuit_position_edges_source", "source_id", "span_key", "position_key"),
+        Index("ix_circuit_position_edges_target", "target_id", "span_key", "position_key"),
+    )
+    circuit_pk: Mapped[int] = mapped_column(
+        ForeignKey("circuits.pk", ondelete="CASCADE"), primary_key=True
+    )
+    span_key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    position_key: Mapped[int] = mapped_column(Integer, primary_key=True)
+    edge_id: Mapped[int] = mapped_column(ForeignKey("graph_edges.id"), primary_key=True)
+    position: Mapped[int | None] = mapped_column(Integer, default=None)
+    span: Mapped[str | None] = mapped_column(String(200), default=None)
+    source_id: Mapped[int] = mapped_column(ForeignKey("components.id"))
+    target_id: Mapped[int] = mapped_column(ForeignKey("components.id"))
+    score: Mapped[float | None] = mapped_column(Float, default=None)
+
+
+class PositionComponent(Base):
+    """A component of a circuit at a position or span (revision 0005); ``component_id`` is
+    the model's position-free row of its name (kind, layer and head follow from the name;
+    the hook name is the document's own)."""
+
+    __tablename__ = "circuit_position_components"
+    __table_args__ = (
+        Index("ix_circuit_position_components_at", "component_id", "span_key", "position_key"),
+    )
+    circuit_pk: Mapped[int] = mapped_column(
+        ForeignKey("circuits.pk", ondelete="CASCADE"), primary_key=True
+    )
+    component_id: Mapped[int] = mapped_column(
+        ForeignKey("components.id", ondelete="CASCADE"), primary_key=True
+    )
+    span_key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    position_key: Mapped[int] = mapped_column(Integer, primary_key=True)
+    position: Mapped[int | None] = mapped_column(Integer, default=None)
+    span: Mapped[str | None] = mapped_column(String(200), default=None)
+    hook_name: Mapped[str | None] = mapped_column(String(200), default=None)
+    score: Mapped[float | None] = mapped_column(Float, default=None)
+    in_circuit: Mapped[bool] = mapped_column(Boolean)
 
 
 class ComponentLabel(Base):

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from circuitreg.migrations.relational import upgrade
 from circuitreg.schema import (
     CircuitDocument,
+    Edge,
     ValidationResult,
 )
 from circuitreg.services.db.base import make_engine
@@ -39,11 +40,13 @@ from ..common import (
     check_motif,
     check_nonempty,
     check_page_size,
+    check_position_filter,
     check_shared_args,
     evolution_steps,
     io_paths,
     make_diff,
     motif_bindings,
+    positional_matches,
     shape_shared,
 )
 from ..embedding import candidate_count, dense, embedding, rank
@@ -74,6 +77,7 @@ from .models import (
     GraphTask,
     Run,
 )
+from .positions import circuits_with_edge_at, component_at, edges_at
 from .shared import shared_edges_sql
 from .summaries import apply_filter, load_summaries, summary_select
 from .vectors import edge_scores, model_labels, nearest, refresh_aligned
@@ -220,9 +224,22 @@ class EmbeddedStore:
                 labels.setdefault(name, []).append(label)
         return {k: tuple(sorted(v)) for k, v in sorted(labels.items())}
 
-    def component_usage(self, model: str, component: str) -> list[ComponentUse]:
-        """Circuits of ``model`` with ``component`` in them, and its degree in each."""
+    def component_usage(
+        self,
+        model: str,
+        component: str,
+        *,
+        position: int | None = None,
+        span: str | None = None,
+    ) -> list[ComponentUse]:
+        """Circuits of ``model`` with ``component`` in them, and its degree in each; at a
+        position or span, from the positional indexes (``positions.component_at``)."""
         check_component_name(component)
+        if position is not None or span is not None:
+            check_position_filter(position, span)
+            with self.engine.connect() as conn:
+                degrees = component_at(conn, model, component, position, span)
+                return self._uses(conn, degrees)
         with self.engine.connect() as conn:
             pks = (
                 select(CircuitComponent.circuit_pk)
@@ -252,8 +269,15 @@ class EmbeddedStore:
             summaries = {s.id: s for s in load_summaries(conn, stmt)}
         return [ComponentUse(circuit=summaries[cid], degree=degrees.get(pk, 0)) for pk, cid in rows]
 
-    def circuits_with_edge(self, model: str, edge: str) -> list[CircuitSummary]:
-        """Circuits of ``model`` containing the canonical edge, by id."""
+    def circuits_with_edge(
+        self,
+        model: str,
+        edge: str,
+        *,
+        position: int | None = None,
+        span: str | None = None,
+    ) -> list[CircuitSummary]:
+        """Circuits of ``model`` containing the canonical edge (at a position), by id."""
         check_edge_name(edge)
         pks = (
             select(CircuitEdge.circuit_pk)
@@ -261,10 +285,37 @@ class EmbeddedStore:
             .join(GraphModel, GraphModel.id == GraphEdge.model_id)
             .where(GraphModel.name == model, GraphEdge.name == edge)
         )
+        if position is not None or span is not None:
+            check_position_filter(position, span)
+            pks = circuits_with_edge_at(model, edge, position, span)
         with self.engine.connect() as conn:
             return load_summaries(
                 conn, summary_select().where(CircuitRow.pk.in_(pks)).order_by(CircuitRow.id)
             )
+
+    def edges_at(
+        self,
+        circuit_id: str,
+        *,
+        position: int | None = None,
+        span: str | None = None,
+        component: str | None = None,
+    ) -> list[Edge]:
+        """The circuit's positional edges at a position and span (``positions.edges_at``)."""
+        if component is not None:
+            check_component_name(component)
+        if position is not None or span is not None:
+            check_position_filter(position, span)
+        with self.engine.connect() as conn:
+            found = edges_at(conn, self._pk(conn, circuit_id), position, span, component)
+        return positional_matches(found, position, span, component)
+
+    def _uses(self, conn: Connection, degrees: dict[int, int]) -> list[ComponentUse]:
+        """Component uses, by circuit id, from circuit pk -> degree."""
+        stmt = summary_select().where(CircuitRow.pk.in_(list(degrees))).order_by(CircuitRow.id)
+        rows = conn.execute(stmt.with_only_columns(CircuitRow.pk, CircuitRow.id)).all()
+        summaries = {s.id: s for s in load_summaries(conn, stmt)}
+        return [ComponentUse(circuit=summaries[cid], degree=degrees[pk]) for pk, cid in rows]
 
     def shared_subcircuit(
         self, circuit_ids: list[str], min_support: int, min_importance: float = 0.0

@@ -10,7 +10,7 @@ first's row lock and then sees the row; SQLite serialises writers outright.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Table, insert, select
@@ -23,9 +23,13 @@ from ..common import (
     MODEL_SHAPE_FIELDS,
     EndpointIndex,
     check_model_shape,
+    check_spans,
     faithfulness_of,
+    graph_components,
+    graph_edges,
     latest_faithfulness,
-    stored_components,
+    position_free_names,
+    summary_counts,
     validation_key,
 )
 from ..embedding import document_edges
@@ -43,6 +47,7 @@ from .models import (
     Run,
     ValidationRow,
 )
+from .positions import position_free_rows, write_positions
 from .vectors import model_labels, refresh_aligned, write_embedding
 
 BATCH = 2000
@@ -126,7 +131,9 @@ def _task_id(conn: Connection, name: str) -> int:
 def _component_ids(
     conn: Connection, model_id: int, doc: CircuitDocument
 ) -> dict[tuple[str, int], int]:
-    comps = stored_components(doc)
+    """Ids of the model's rows of the circuit's graph components and of the position-free
+    rows its positional entries refer to (inserted where missing)."""
+    comps = graph_components(doc)
     insert_ignore(
         conn,
         _table(ComponentRow),
@@ -142,15 +149,35 @@ def _component_ids(
                 "hook_name": c.hook_name,
             }
             for c in comps
-        ],
+        ]
+        + position_free_rows(model_id, position_free_names(doc)),
     )
-    names = sorted({c.name for c in comps})
-    rows = conn.execute(
-        select(ComponentRow.name, ComponentRow.position_key, ComponentRow.id).where(
-            ComponentRow.model_id == model_id, ComponentRow.name.in_(names)
-        )
-    ).all()
-    return {(name, pos): cid for name, pos, cid in rows}
+    names = sorted({c.name for c in comps} | position_free_names(doc))
+    return _component_rows(conn, model_id, names)
+
+
+def _component_rows(
+    conn: Connection, model_id: int, names: Sequence[str]
+) -> dict[tuple[str, int], int]:
+    """(name, position key) -> id of the model's component rows of ``names``."""
+    found: dict[tuple[str, int], int] = {}
+    for start in range(0, len(names), BATCH):
+        rows = conn.execute(
+            select(ComponentRow.name, ComponentRow.position_key, ComponentRow.id).where(
+                ComponentRow.model_id == model_id,
+                ComponentRow.name.in_(names[start : start + BATCH]),
+            )
+        ).all()
+        found.update(((name, pos), cid) for name, pos, cid in rows)
+    return found
+
+
+def position_free_ids(conn: Connection, model_id: int, names: Iterable[str]) -> dict[str, int]:
+    """Name -> id of the model's position-free component rows (inserted where missing)."""
+    wanted = sorted(set(names))
+    insert_ignore(conn, _table(ComponentRow), position_free_rows(model_id, wanted))
+    rows = _component_rows(conn, model_id, wanted)
+    return {name: rows[(name, NO_POSITION)] for name in wanted}
 
 
 def _edge_ids(conn: Connection, model_id: int, doc: CircuitDocument) -> dict[str, int]:
@@ -247,7 +274,8 @@ def _insert_members(
     circuit_pk: int,
     comps: Sequence[Component],
 ) -> None:
-    """The circuit's component and edge rows; plain inserts, as the circuit row is new."""
+    """The circuit's component and edge rows, its graph's and its positional ones; plain
+    inserts, as the circuit row is new."""
     comp_ids = _component_ids(conn, model_id, doc)
 
     def comp_id(name: str, position: int | None) -> int:
@@ -267,22 +295,21 @@ def _insert_members(
     edge_ids = _edge_ids(conn, model_id, doc)
     endpoint = EndpointIndex(comps)
     edge_rows = []
-    for e in doc.circuit_edges():
-        src = endpoint(e.source, e.position)
-        dst = endpoint(e.target, e.position)
+    for e in graph_edges(doc):
         edge_rows.append(
             {
                 "circuit_pk": circuit_pk,
                 "edge_id": edge_ids[e.name],
                 "position_key": NO_POSITION if e.position is None else e.position,
                 "position": e.position,
-                "source_id": comp_id(src.name, src.position),
-                "target_id": comp_id(dst.name, dst.position),
+                "source_id": comp_id(*endpoint(e.source, e.position)),
+                "target_id": comp_id(*endpoint(e.target, e.position)),
                 "score": e.score,
             }
         )
     if edge_rows:
         conn.execute(insert(CircuitEdge), edge_rows)
+    write_positions(conn, doc, circuit_pk, lambda name: comp_id(name, None), edge_ids)
 
 
 def write_circuit(
@@ -302,8 +329,9 @@ def write_circuit(
     checkpoint_id = _checkpoint_id(conn, model_id, doc)
     task_id = _task_id(conn, doc.task.name)
     run_id = _run_id(conn, doc, task_id, job_id)
-    comps = stored_components(doc)
-    edges = doc.circuit_edges()
+    check_spans(doc)
+    comps = graph_components(doc)
+    n_components, n_edges = summary_counts(doc)
     added = insert_ignore(
         conn,
         _table(CircuitRow),
@@ -313,9 +341,12 @@ def write_circuit(
                 "run_id": run_id,
                 "model_id": model_id,
                 "checkpoint_id": checkpoint_id,
-                "n_components": sum(1 for c in comps if c.in_circuit),
-                "n_edges": len(edges),
-                "positional": any(e.position is not None for e in edges),
+                "n_components": n_components,
+                "n_edges": n_edges,
+                "positional": any(e.position is not None for e in graph_edges(doc)),
+                "positions": None
+                if doc.positions is None
+                else doc.positions.model_dump(mode="json"),
                 "faithfulness": latest_faithfulness(doc.validation),
                 "dense_scores_uri": dense_scores_uri,
                 "provenance": doc.provenance.model_dump(mode="json"),

@@ -27,6 +27,8 @@ from circuitreg.schema import (
     TaskRef,
     ValidationResult,
 )
+from circuitreg.schema.circuit import PositionAxis
+from circuitreg.services.stores.common import component_order, edge_order
 from circuitreg.services.stores.types import GraphStore
 
 BACKENDS = [
@@ -302,3 +304,105 @@ def load(store: GraphStore, docs: dict[str, CircuitDocument]) -> dict[str, str]:
     store.tag(ids["acdc"], "final")
     store.set_alias("induction/canonical", ids["step1000"])
     return ids
+
+
+# -- positions (issue 18) ------------------------------------------------------------------
+# IOI-shaped spans on the toy model: S1 and S2 at the same index in every prompt, END not
+# (prompts of different lengths), and "other" for the remaining tokens.
+SPANS_AXIS = PositionAxis(
+    mode="spans",
+    labels=("S1", "IO", "S2", "END", "other"),
+    indices=(1, 2, 4, None, None),
+    tokens=("When", " Mary", " John", " went", " John", " gave"),
+)
+INDEX_AXIS = PositionAxis(
+    mode="index", labels=tuple(str(i) for i in range(8)), indices=tuple(range(8))
+)
+
+
+def positional_circuit(
+    axis: PositionAxis,
+    summed: dict[str, float],
+    at: dict[tuple[str, int | None, str | None], float],
+    *,
+    nodes_at: dict[tuple[str, int | None, str | None], float] | None = None,
+    method: str = "eap-positional",
+) -> CircuitDocument:
+    """A positional circuit as the workers write one: every summed edge, plus the positional
+    edges ``at`` ((edge, position, span) -> score) and positional components ``nodes_at``.
+
+    Built in the order a store reads documents back, so a read equals the document.
+    """
+    edges = [Edge.from_name(name, score=score) for name, score in summed.items()]
+    edges += [Edge.from_name(n, score=v, position=p, span=s) for (n, p, s), v in at.items()]
+    names = {n for e in edges for n in (e.source, e.target)}
+    comps = [Component.from_name(n, score=0.25) for n in names]
+    comps += [
+        Component.from_name(n, score=v, position=p, span=s)
+        for (n, p, s), v in (nodes_at or {}).items()
+    ]
+    return CircuitDocument(
+        model=toy_model("step-1000", 1000),
+        task=TaskRef(name="ioi", spec={"n_prompts": 8}, corruption="abc", dataset_hash="d2"),
+        method=MethodRef(name=method, params={"positions": axis.mode}),
+        seed=0,
+        components=tuple(sorted(comps, key=component_order)),
+        edges=tuple(sorted(edges, key=edge_order)),
+        positions=axis,
+        provenance=Provenance(code_version="abc123", created_at=T0),
+    )
+
+
+def positional_corpus() -> dict[str, CircuitDocument]:
+    """A spans-mode circuit (with positional components) and an index-mode one."""
+    spans = positional_circuit(
+        SPANS_AXIS,
+        {
+            "input->a0.h1<v>": 1.0,
+            "a0.h1->a1.h2<k>": 0.75,
+            "input->a1.h2<q>": 0.5,
+            "a1.h2->logits": 2.0,
+        },
+        {
+            ("input->a0.h1<v>", 1, "S1"): 0.625,
+            ("a0.h1->a1.h2<k>", 4, "S2"): 0.5,
+            ("a0.h1->a1.h2<k>", None, "other"): 0.25,
+            ("input->a1.h2<q>", None, "END"): 0.5,
+            ("a1.h2->logits", None, "END"): 1.75,
+        },
+        nodes_at={("a1.h2", None, "END"): 0.875, ("a0.h1", 4, "S2"): 0.5},
+    )
+    index = positional_circuit(
+        INDEX_AXIS,
+        {"input->a0.h3<v>": 0.5, "a0.h3->a1.h2<k>": 1.25, "a1.h2->logits": 1.5},
+        {
+            ("input->a0.h3<v>", 6, None): 0.5,
+            ("a0.h3->a1.h2<k>", 6, None): 1.0,
+            ("a0.h3->a1.h2<k>", 7, None): 0.25,
+            ("a1.h2->logits", 7, None): 1.5,
+        },
+        method="eap-index",
+    )
+    return {"spans": spans, "index": index}
+
+
+def position_answers(store: GraphStore, ids: dict[str, str]) -> dict[str, Any]:
+    """Every position query of the contract on the positional corpus, as plain data."""
+    spans, index = ids["spans"], ids["index"]
+    return {
+        "documents": {k: store.get_circuit(v) for k, v in ids.items()},
+        "summaries": store.get_summaries(sorted(ids.values())),
+        "at_end": store.edges_at(spans, span="END"),
+        "head_at_s2": store.edges_at(spans, span="S2", component="a1.h2"),
+        "every_positional": store.edges_at(spans),
+        "at_7": store.edges_at(index, position=7),
+        "usage_s2": store.component_usage("toy-2l", "a1.h2", span="S2"),
+        "usage_end": store.component_usage("toy-2l", "a1.h2", span="END"),
+        "usage_4": store.component_usage("toy-2l", "a0.h1", position=4),
+        "usage_7": store.component_usage("toy-2l", "a1.h2", position=7),
+        "edge_at_s2": store.circuits_with_edge("toy-2l", "a0.h1->a1.h2<k>", span="S2"),
+        "edge_at_6": store.circuits_with_edge("toy-2l", "a0.h3->a1.h2<k>", position=6),
+        "shared": store.shared_subcircuit(sorted(ids.values()), 1),
+        "paths": {k: store.paths(v) for k, v in ids.items()},
+        "similar": {k: store.similar_circuits(v) for k, v in ids.items()},
+    }

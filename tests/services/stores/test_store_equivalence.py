@@ -20,7 +20,15 @@ from circuitreg.services.stores.types import (
     NodePattern,
 )
 
-from .conftest import INDUCTION, PREV_TOKEN, corpus, faithfulness, load
+from .conftest import (
+    INDUCTION,
+    PREV_TOKEN,
+    corpus,
+    faithfulness,
+    load,
+    position_answers,
+    positional_corpus,
+)
 
 
 def answers(store: GraphStore, ids: dict[str, str]) -> dict[str, Any]:
@@ -120,6 +128,8 @@ def test_store_every_cypher_builder_is_executed(
     store.label_component("toy-2l", "a0.h3", PREV_TOKEN)
     store.add_validation(ids["acdc"], faithfulness(0.75, minutes=10))
     answers(store, ids)
+    positional = positional_corpus()
+    position_answers(store, {k: store.put_circuit(d) for k, d in positional.items()})
     store.list_circuits(CircuitFilter(alias="induction/canonical"), first=5)
     store.wipe()
     assert store.list_circuits(CircuitFilter(), first=5).items == ()

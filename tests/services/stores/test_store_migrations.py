@@ -1,4 +1,4 @@
-"""Schema management: Alembic 0002 agrees with the ORM models; Cypher migrations apply once."""
+"""Schema management: the Alembic chain agrees with the ORM models; Cypher migrations apply once."""
 
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ GRAPH_TABLES = {
 }
 
 
-def test_store_alembic_0002_matches_the_orm_models(database_url: str) -> None:
-    upgrade(database_url, "0002")
+def test_store_alembic_matches_the_orm_models(database_url: str) -> None:
+    upgrade(database_url, "heads")
     engine = make_engine(database_url)
     try:
         with engine.connect() as conn:
@@ -35,7 +35,7 @@ def test_store_alembic_0002_matches_the_orm_models(database_url: str) -> None:
             ]
         assert diffs == []
         assert set(inspect(engine).get_table_names()) >= GRAPH_TABLES
-        assert len(GRAPH_TABLES) == 13
+        assert len(GRAPH_TABLES) == 15  # 0002's 13 and 0005's positional two
     finally:
         engine.dispose()
     downgrade(database_url, "0001")
@@ -91,3 +91,48 @@ def test_store_falkor_dialect_rejects_unknown_schema(falkordb_server: Any) -> No
     session = FalkorSession(falkordb_server, f"dia_{uuid.uuid4().hex[:8]}", owns_db=False)
     with pytest.raises(ValueError, match="FalkorDB cannot apply schema statement"):
         FALKORDB.apply_schema(session, "CREATE CONSTRAINT x FOR (n:A) REQUIRE n.b IS NODE KEY")
+
+
+def test_store_alembic_0005_indexes_older_positioned_circuits(database_url: str) -> None:
+    """Downgrading 0005 keeps every circuit's rows (no table is copied while foreign keys
+    cascade), and upgrading again indexes the positioned edges of circuits it finds."""
+    from sqlalchemy import func, select
+
+    from circuitreg.services.stores.embedded import EmbeddedStore
+
+    from .conftest import corpus
+
+    upgrade(database_url, "heads")
+    store = EmbeddedStore(database_url)
+    try:
+        docs = corpus()
+        ids = {name: store.put_circuit(docs[name]) for name in ("positional", "step500")}
+        before = {name: store.get_circuit(cid) for name, cid in ids.items()}
+        counts = _row_counts(store)
+        downgrade(database_url, "0004")
+        assert _row_counts(store) == counts
+        upgrade(database_url, "heads")
+        assert {name: store.get_circuit(cid) for name, cid in ids.items()} == before
+        at_4 = store.edges_at(ids["positional"], position=4)
+        assert [(e.name, e.position) for e in at_4] == [
+            ("a0.h1->a1.h2<k>", 4),
+            ("a1.h2->logits", 4),
+        ]
+        assert store.edges_at(ids["step500"]) == []
+        with store.engine.connect() as conn:
+            indexed = conn.execute(
+                select(func.count()).select_from(models.PositionEdge.__table__)
+            ).scalar_one()
+        assert indexed == 3  # the import's three positioned edges, once each
+    finally:
+        store.close()
+
+
+def _row_counts(store: Any) -> dict[str, int]:
+    from sqlalchemy import text
+
+    with store.engine.connect() as conn:
+        return {
+            table: conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one()
+            for table in ("circuits", "circuit_edges", "circuit_components", "components")
+        }
