@@ -43,6 +43,7 @@ from circuitreg.schema import (
     parse_node,
 )
 
+from ..stores.common import graph_edges, on_axis
 from ..stores.embedding import cosine, document_embedding
 from .orientation import document_sign
 from .results import FAITHFULNESS, latest_result
@@ -73,13 +74,14 @@ def compare_circuits(
     chosen, map_a, map_b, notes = _mappers(a, b, alignment, depth_buckets)
     nodes_a = _node_keys(a, map_a)
     nodes_b = _node_keys(b, map_b)
-    circuit_a = _edge_weights(a.circuit_edges(), map_a)
-    circuit_b = _edge_weights(b.circuit_edges(), map_b)
+    # a positional circuit compares by its summed edges (its positional ones refine them)
+    circuit_a = _edge_weights(graph_edges(a), map_a)
+    circuit_b = _edge_weights(graph_edges(b), map_b)
     shared = set(circuit_a) & set(circuit_b)
 
     (sign_a, why_a), (sign_b, why_b) = document_sign(a), document_sign(b)
     rank, rank_note = _rank_correlation(
-        _edge_signed(a.edges, map_a, sign_a), _edge_signed(b.edges, map_b, sign_b)
+        _edge_signed(_summed(a), map_a, sign_a), _edge_signed(_summed(b), map_b, sign_b)
     )
     notes.append(rank_note)
     if sign_a < 0 or sign_b < 0:
@@ -109,6 +111,11 @@ def compare_circuits(
     )
 
 
+def _summed(doc: CircuitDocument) -> list[Edge]:
+    """Every edge of the circuit's graph, in and out of the circuit (``stores.common.on_axis``)."""
+    return [e for e in doc.edges if not on_axis(doc, e)]
+
+
 @dataclass(frozen=True)
 class EdgeDiff:
     """The aligned in-circuit edges of two circuits: only in ``a``, only in ``b``, in both."""
@@ -129,8 +136,8 @@ def diff_edges(
     """Which aligned edges the two circuits share, under the same alignment rules as
     ``compare_circuits`` (canonical names, or the depth / role keys they map to)."""
     chosen, map_a, map_b, _ = _mappers(a, b, alignment, depth_buckets)
-    edges_a = set(_edge_weights(a.circuit_edges(), map_a))
-    edges_b = set(_edge_weights(b.circuit_edges(), map_b))
+    edges_a = set(_edge_weights(graph_edges(a), map_a))
+    edges_b = set(_edge_weights(graph_edges(b), map_b))
     return EdgeDiff(
         alignment=chosen,
         only_a=tuple(sorted(edges_a - edges_b)),

@@ -140,8 +140,11 @@ def embedding(edges: EdgeScores, labels: Mapping[str, Sequence[str]], *, aligned
 
 
 def document_edges(doc: CircuitDocument) -> list[tuple[str, float | None]]:
-    """(edge name, score) of a document's in-circuit edges: what a store keeps."""
-    return [(e.name, e.score) for e in doc.circuit_edges()]
+    """(edge name, score) of a document's in-circuit graph edges: what a store sums (a
+    positional circuit's summed edges, not its positional ones too; ``common.on_axis``)."""
+    from .common import graph_edges
+
+    return [(e.name, e.score) for e in graph_edges(doc)]
 
 
 def document_embedding(doc: CircuitDocument, *, aligned: bool) -> Sparse:

@@ -233,3 +233,24 @@ def test_rank_correlation_orients_each_methods_sign() -> None:
     assert compare_circuits(doc("eap", "kl", 1.0), acdc_doc).rank_correlation == pytest.approx(1.0)
     assert helpful_sign("eap", {"direction": "denoising"}, "logit_diff")[0] == 1.0
     assert helpful_sign("someone_elses_method", {}, "logit_diff")[0] == 1.0
+
+
+def test_consistency_compares_a_positional_circuit_by_its_summed_edges() -> None:
+    """A positional circuit holds its summed edges and positional ones that refine them:
+    compared with the same circuit unpositioned, it is the same circuit."""
+    from circuitreg.schema.circuit import PositionAxis
+
+    plain = make_doc({"input->a0.h1<v>": 1.0, "a0.h1->a1.h2<k>": 0.5, "a1.h2->logits": 2.0})
+    axis = PositionAxis(mode="index", labels=("0", "1", "2"), indices=(0, 1, 2))
+    refined = (
+        Edge.from_name("a0.h1->a1.h2<k>", score=0.375, position=2),
+        Edge.from_name("a1.h2->logits", score=2.0, position=2),
+    )
+    positional = plain.model_copy(update={"positions": axis, "edges": (*plain.edges, *refined)})
+    positional = CircuitDocument.model_validate(positional.model_dump())
+    report = compare_circuits(plain, positional)
+    assert (report.edge_jaccard, report.shared_edges) == (1.0, 3)
+    assert report.weighted_overlap == pytest.approx(1.0)
+    assert report.canonical_cosine == pytest.approx(1.0)
+    assert report.rank_correlation == pytest.approx(1.0)
+    assert diff_edges(plain, positional).only_b == ()

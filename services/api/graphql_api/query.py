@@ -24,6 +24,7 @@ from .pagination import (
     paginate_sorted,
 )
 from .permissions import READ
+from .positions import position_filter
 from .resolve import require_circuit, resolve_circuit_ref
 from .types_catalogue import Model, Task
 from .types_circuit import Circuit, ConsistencyReport
@@ -160,7 +161,12 @@ class Query:
         raw = await services.call(services.store.evolution, model_, task_, method_)
         return Evolution(model=raw.model, task=raw.task, method=raw.method, raw=raw)
 
-    @strawberry.field(permission_classes=READ, description="Circuits of a model using a component.")
+    @strawberry.field(
+        permission_classes=READ,
+        description="Circuits of a model using a component; with a token position and/or a "
+        "span, those where it is at that position ('this head at S2'), its degree then "
+        "counting the positional edges there.",
+    )
     async def component_usage(
         self,
         info: Info,
@@ -168,11 +174,16 @@ class Query:
         component: str,
         first: int = DEFAULT_PAGE_SIZE,
         after: str | None = None,
+        position: int | None = None,
+        span: str | None = None,
     ) -> Connection[ComponentUse]:
         services = info.context.services
         check_component("component", component)
         model_ = check_text("model", model, required=True)
-        uses = await services.call(services.store.component_usage, model_, component)
+        at = position_filter(position, span)
+        uses = await services.call(
+            services.store.component_usage, model_, component, position=at.position, span=at.span
+        )
         return paginate_sorted(
             uses,
             key=lambda u: u.circuit.id,
@@ -182,7 +193,10 @@ class Query:
             convert=lambda u: ComponentUse(circuit=Circuit(summary=u.circuit), degree=u.degree),
         )
 
-    @strawberry.field(permission_classes=READ, description="Circuits of a model with an edge.")
+    @strawberry.field(
+        permission_classes=READ,
+        description="Circuits of a model with an edge (at a token position and/or span).",
+    )
     async def circuits_with_edge(
         self,
         info: Info,
@@ -190,11 +204,16 @@ class Query:
         edge: str,
         first: int = DEFAULT_PAGE_SIZE,
         after: str | None = None,
+        position: int | None = None,
+        span: str | None = None,
     ) -> Connection[Circuit]:
         services = info.context.services
         check_edge("edge", edge)
         model_ = check_text("model", model, required=True)
-        found = await services.call(services.store.circuits_with_edge, model_, edge)
+        at = position_filter(position, span)
+        found = await services.call(
+            services.store.circuits_with_edge, model_, edge, position=at.position, span=at.span
+        )
         return paginate_sorted(
             found,
             key=lambda s: s.id,

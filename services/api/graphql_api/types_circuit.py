@@ -25,6 +25,7 @@ from .pagination import (
     paginate_in_order,
     paginate_sorted,
 )
+from .positions import PositionAxis, position_filter, position_key
 from .scalars import ComponentKind, Receiver
 from .types_catalogue import Model, Task
 
@@ -40,7 +41,8 @@ class Component:
     kind: ComponentKind
     layer: int | None
     head: int | None
-    position: int | None
+    position: int | None = strawberry.field(description="Token index, if at one.")
+    span: str | None = strawberry.field(description="Named position (e.g. S2), if at one.")
     hook_name: str | None
     score: float | None
     labels: list[str]
@@ -53,6 +55,7 @@ class Component:
             layer=comp.layer,
             head=comp.head,
             position=comp.position,
+            span=comp.span,
             hook_name=comp.hook_name,
             score=comp.score,
             labels=list(labels),
@@ -68,7 +71,13 @@ class CircuitEdge:
     target: str
     receiver: Receiver | None
     score: float | None
-    position: int | None
+    position: int | None = strawberry.field(
+        description="Token index of a positional edge (writer and reader), if known."
+    )
+    span: str | None = strawberry.field(description="Named position of a positional edge.")
+    positional: bool = strawberry.field(
+        description="At a position or span; false for a summed edge (over all positions)."
+    )
 
     @classmethod
     def of(cls, edge: cs.Edge) -> CircuitEdge:
@@ -79,6 +88,8 @@ class CircuitEdge:
             receiver=edge.receiver,
             score=edge.score,
             position=edge.position,
+            span=edge.span,
+            positional=edge.positional,
         )
 
 
@@ -296,12 +307,29 @@ class Circuit:
             created_at=p.created_at,
         )
 
-    @strawberry.field(description="In-circuit components in model order.")
+    @strawberry.field(
+        description="The position axis of a positional circuit (null for an unpositioned one)."
+    )
+    async def positions(self, info: Info) -> PositionAxis | None:
+        axis = (await self.document(info)).positions
+        return None if axis is None else PositionAxis.of(axis)
+
+    @strawberry.field(
+        description="In-circuit components in model order, then by position; filtered by "
+        "token index, span, and positional (false: unpositioned components only)."
+    )
     async def components(
-        self, info: Info, first: int = DEFAULT_PAGE_SIZE, after: str | None = None
+        self,
+        info: Info,
+        first: int = DEFAULT_PAGE_SIZE,
+        after: str | None = None,
+        position: int | None = None,
+        span: str | None = None,
+        positional: bool | None = None,
     ) -> Connection[Component]:
+        filt = position_filter(position, span, positional)
         doc = await self.document(info)
-        comps = sorted(doc.circuit_components(), key=_component_key)
+        comps = sorted(filt.keep(doc.circuit_components()), key=_component_key)
         return paginate_sorted(
             comps,
             key=_component_key,
@@ -311,18 +339,40 @@ class Circuit:
             convert=lambda c: Component.of(c, doc.labels.get(c.name, ())),
         )
 
-    @strawberry.field(description="In-circuit edges ordered by name and position.")
+    @strawberry.field(
+        description="In-circuit edges ordered by name and position. A positional circuit "
+        "holds its summed edges and the positional ones refining them: filter by token "
+        "index, span (e.g. END), positional (false: the summed circuit) and an end component "
+        "('this head at S2'); a position or span is looked up in the store's index."
+    )
     async def edges(
-        self, info: Info, first: int = DEFAULT_PAGE_SIZE, after: str | None = None
+        self,
+        info: Info,
+        first: int = DEFAULT_PAGE_SIZE,
+        after: str | None = None,
+        position: int | None = None,
+        span: str | None = None,
+        positional: bool | None = None,
+        component: str | None = None,
     ) -> Connection[CircuitEdge]:
-        doc = await self.document(info)
-        edges = sorted(doc.circuit_edges(), key=_edge_key)
+        filt = position_filter(position, span, positional, component)
+        services = info.context.services
+        if filt.indexed:
+            found: list[cs.Edge] = await services.call(
+                services.store.edges_at,
+                self.summary.id,
+                position=filt.position,
+                span=filt.span,
+                component=filt.component,
+            )
+        else:
+            found = filt.keep((await self.document(info)).circuit_edges())
         return paginate_sorted(
-            edges,
+            sorted(found, key=_edge_key),
             key=_edge_key,
             first=first,
             after=after,
-            max_page_size=info.context.services.settings.max_page_size,
+            max_page_size=services.settings.max_page_size,
             convert=CircuitEdge.of,
         )
 
@@ -347,15 +397,12 @@ class Circuit:
         )
 
 
-def _position(position: int | None) -> int:
-    return 0 if position is None else position + 1
-
-
 def _component_key(comp: cs.Component) -> str:
     """A string key that sorts components in model order (zero-padded for string order)."""
     layer, kind, head = cs.node_order_key(comp.name)
-    return f"{layer + 1:010d}.{kind}.{head:05d}.{_position(comp.position):07d}.{comp.name}"
+    at = position_key(comp.position, comp.span)
+    return f"{layer + 1:010d}.{kind}.{head:05d}.{at}.{comp.name}"
 
 
 def _edge_key(edge: cs.Edge) -> str:
-    return f"{edge.name}#{_position(edge.position):07d}"
+    return f"{edge.name}#{position_key(edge.position, edge.span)}"
