@@ -96,10 +96,14 @@ class ReaderGradients:
         ``[n_edges, Q]`` (float64): the positional edge ``(w -> r at t)`` is writer ``w``'s
         change at position ``t`` into reader ``r``'s input at ``t`` (``workers/graph.py``).
 
-        Without ``one_hot`` the positions are the token indices (``Q = T``). With it
+        Without ``one_hot`` the positions are the token indices (``Q = T``): the writer
+        changes are laid out position-major once per batch (``[W, T, N*d]``), so each slot
+        is one batched product over positions with no copy of its writers' rows (a per-slot
+        ``einsum`` copied them per slot and cost 3x ``edge_scores`` on GPT-2 small's shape;
+        this costs about what it does). With it
         (``PositionMap.one_hot`` of this batch, ``[N, T, Q]``) each example's tokens are
         summed into the labels they count towards, so a span's score adds up the tokens of
-        that span wherever each prompt has them (``_by_label``).
+        that span wherever each prompt has them (``_LabelOrder``).
 
         The logits are read at ``positions`` ``[N, P]``, not at every position, so a logits
         edge at ``t`` sums, over examples, the read positions ``p`` of each example with
@@ -109,33 +113,37 @@ class ReaderGradients:
         t = delta.shape[2]
         if one_hot is not None:
             return self._label_scores(graph, delta, one_hot)
+        by_position = delta.transpose(1, 2).reshape(delta.shape[0], t, -1)  # [W, T, N*d]
         scores = torch.zeros(graph.n_edges, t, dtype=torch.float64, device=delta.device)
         for slot, grad in self._slot_gradients(graph):
-            rows = _rows_of(delta, slot.writers)  # [k, N, T, d]
-            block = torch.einsum("rntd,kntd->rkt", grad, rows).reshape(-1, t)
-            scores[slot.edge_start : slot.edge_start + block.shape[0]] = block.double()
+            r = grad.shape[0]
+            mine = grad.transpose(1, 2).reshape(r, t, -1).transpose(0, 1)  # [T, R, N*d]
+            rows = _rows_of(by_position, slot.writers)  # [k, T, N*d]
+            block = torch.bmm(mine, rows.permute(1, 2, 0))  # [T, R, k]
+            stop = slot.edge_start + block.shape[1] * block.shape[2]
+            scores[slot.edge_start : stop] = block.permute(1, 2, 0).reshape(-1, t).double()
         logits_slot = graph.slots[-1]
-        rows = _rows_of(delta, logits_slot.writers)
-        block = torch.einsum("ntd,kntd->kt", self.logits_at_positions(t), rows)
-        scores[logits_slot.edge_start : logits_slot.edge_stop] = block.double()
+        rows = _rows_of(by_position, logits_slot.writers).transpose(0, 1)  # [T, k, N*d]
+        dense = self.logits_at_positions(t).transpose(0, 1).reshape(t, -1, 1)  # [T, N*d, 1]
+        block = torch.bmm(rows, dense)[:, :, 0]  # [T, k]
+        scores[logits_slot.edge_start : logits_slot.edge_stop] = block.mT.double()
         return scores.cpu()
 
     def _label_scores(
         self, graph: ComputationalGraph, delta: torch.Tensor, one_hot: torch.Tensor
     ) -> torch.Tensor:
         """``position_scores`` at the labels of ``one_hot`` ``[N, T, Q]``."""
-        n, t = delta.shape[1], delta.shape[2]
-        if one_hot.ndim != 3 or tuple(one_hot.shape[:2]) != (n, t):
-            raise ValueError(f"one_hot must be [N={n}, T={t}, Q], got {tuple(one_hot.shape)}")
-        labels = _label_tokens(one_hot.to(delta.device, delta.dtype))
-        q = one_hot.shape[2]
+        labels = _LabelOrder.of(one_hot, delta.shape[1], delta.shape[2])
+        rows = labels.sort(delta)  # [W, N*T, d], tokens grouped by label, sorted once
+        q = labels.size
         scores = torch.zeros(graph.n_edges, q, dtype=torch.float64, device=delta.device)
         for slot, grad in self._slot_gradients(graph):
-            block = _by_label(grad, _rows_of(delta, slot.writers), labels).reshape(-1, q)
-            scores[slot.edge_start : slot.edge_start + block.shape[0]] = block.double()
+            block = labels.contract(labels.sort(grad), _rows_of(rows, slot.writers))
+            stop = slot.edge_start + block.shape[0] * block.shape[1]
+            scores[slot.edge_start : stop] = block.reshape(-1, q).double()
         logits_slot = graph.slots[-1]
-        rows = _rows_of(delta, logits_slot.writers)
-        block = _by_label(self.logits_at_positions(t)[None], rows, labels)[0]
+        dense = labels.sort(self.logits_at_positions(delta.shape[2])[None])
+        block = labels.contract(dense, _rows_of(rows, logits_slot.writers))[0]
         scores[logits_slot.edge_start : logits_slot.edge_stop] = block.double()
         return scores.cpu()
 
@@ -162,38 +170,54 @@ class ReaderGradients:
         return pairs
 
 
-_LabelTokens = list[tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None]
-"""Per label: the (example, token) indices of its tokens and their weights, or None."""
+@dataclass(frozen=True)
+class _LabelOrder:
+    """One batch's tokens grouped by the label they count towards: ``order`` ``[N*T]``
+    (flat token numbers, label by label) and each label's range in it.
 
-
-def _label_tokens(one_hot: torch.Tensor) -> _LabelTokens:
-    """The tokens of each label of ``one_hot`` ``[N, T, Q]``, found once per batch."""
-    out: _LabelTokens = []
-    for label in range(one_hot.shape[2]):
-        column = one_hot[:, :, label]
-        examples, tokens = column.nonzero(as_tuple=True)
-        out.append(None if examples.numel() == 0 else (examples, tokens, column[examples, tokens]))
-    return out
-
-
-def _by_label(grad: torch.Tensor, rows: torch.Tensor, labels: _LabelTokens) -> torch.Tensor:
-    """``[R, k, Q]``: reader gradients ``[R, N, T, d]`` dotted with writer changes
-    ``[k, N, T, d]`` over ``d`` and over the tokens of each label.
-
-    One matrix product per label over that label's gathered tokens: all labels together
-    touch every token once, so this costs what ``edge_scores``' one product costs, where a
-    contraction through the ``[N, T, Q]`` map itself would build a ``Q`` times larger
-    intermediate (or the per-token ``[R, k, N, T]`` products).
+    Sorting the writer changes once per batch and each reader gradient once makes every
+    label's tokens one contiguous block, so a label's score is one matrix product over its
+    tokens (all labels together touch every token once, as ``edge_scores``' one product
+    does). Gathering a label's tokens per slot instead, or contracting through the
+    ``[N, T, Q]`` map itself (a ``Q`` times larger intermediate), cost 2x to 5x more.
     """
-    r, k = grad.shape[0], rows.shape[0]
-    out = grad.new_zeros(r, k, len(labels))
-    for label, where in enumerate(labels):
-        if where is None:
-            continue
-        examples, tokens, weight = where
-        picked = grad[:, examples, tokens] * weight[None, :, None]  # [R, M, d]
-        out[:, :, label] = picked.reshape(r, -1) @ rows[:, examples, tokens].reshape(k, -1).mT
-    return out
+
+    order: torch.Tensor
+    bounds: tuple[tuple[int, int], ...]
+
+    @property
+    def size(self) -> int:
+        """Number of labels (``Q``)."""
+        return len(self.bounds)
+
+    @classmethod
+    def of(cls, one_hot: torch.Tensor, n: int, t: int) -> _LabelOrder:
+        """From a one-hot map ``[N, T, Q]`` (each token counts towards exactly one label)."""
+        if one_hot.ndim != 3 or tuple(one_hot.shape[:2]) != (n, t):
+            raise ValueError(f"one_hot must be [N={n}, T={t}, Q], got {tuple(one_hot.shape)}")
+        if not bool(((one_hot == 0) | (one_hot == 1)).all() and (one_hot.sum(-1) == 1).all()):
+            raise ValueError("one_hot must put every token at exactly one label (weight 1)")
+        labels = one_hot.argmax(-1).reshape(-1)
+        counts = torch.bincount(labels, minlength=one_hot.shape[2]).tolist()
+        ends = [sum(counts[: i + 1]) for i in range(len(counts))]
+        bounds = tuple((end - count, end) for count, end in zip(counts, ends, strict=True))
+        return cls(torch.argsort(labels, stable=True), bounds)
+
+    def sort(self, values: torch.Tensor) -> torch.Tensor:
+        """``[X, N, T, d]`` -> ``[X, N*T, d]``, tokens in label order."""
+        flat = values.reshape(values.shape[0], -1, values.shape[-1])
+        return flat.index_select(1, self.order.to(values.device))
+
+    def contract(self, grad: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """``[R, k, Q]``: sorted reader gradients ``[R, N*T, d]`` dotted with sorted writer
+        changes ``[k, N*T, d]`` over ``d`` and the tokens of each label."""
+        r, k = grad.shape[0], rows.shape[0]
+        out = grad.new_zeros(r, k, self.size)
+        for label, (start, stop) in enumerate(self.bounds):
+            if stop > start:
+                mine = grad[:, start:stop].reshape(r, -1)
+                out[:, :, label] = mine @ rows[:, start:stop].reshape(k, -1).mT
+        return out
 
 
 def _rows_of(rows: torch.Tensor, writers: tuple[int, ...]) -> torch.Tensor:
