@@ -109,9 +109,16 @@ def run_one(
         "n_backward": result.n_backward,
         "edges": graph.n_edges,
         "loaded_rss_mb": round(loaded_rss, 1),
+        "outcome": {k: result.extra[k] for k in OUTCOME_KEYS if k in result.extra},
         **estimate,
         **_peak(device),
     }
+
+
+# What a run decided, printed under the table: whether a verified circuit reached its target
+# and was trimmed to the end, ACDC's kept edges, ...
+OUTCOME_KEYS = ("reached", "trim_complete", "faithfulness", "n_kept", "verification_passes",
+                "kept_edges")  # fmt: skip
 
 
 WORKLOADS = {"eap": "attribution", "relp": "attribution", "eap_ig": "attribution",
@@ -194,7 +201,7 @@ def main() -> None:
         print(json.dumps(run_one(args.shape, args.one, args.pairs, args.device, options)))
         return
     model_dir(args.shape)
-    rows = []
+    rows, outcomes = [], []
     for method in ["reference", *args.methods.split(",")]:
         figures = measure(args.shape, method, args.pairs, args.device, args.timeout, args.params)
         options = parse_params(args.params).get(method)
@@ -203,6 +210,8 @@ def main() -> None:
         )
         rows.append(_row(args.shape, label, figures))
         print(rows[-1], flush=True)
+        if figures.get("outcome"):
+            outcomes.append(f"- {label}: " + json.dumps(figures["outcome"]))
     header = (
         f"\n## {args.shape}, {args.pairs} pairs x 16 tokens, {args.device} "
         f"({dt.date.today()}, {platform.processor() or platform.machine()}, "
@@ -221,6 +230,10 @@ def main() -> None:
         )
     with args.out.open("a") as f:
         f.write(header + "\n".join(rows) + "\n")
+        if outcomes:
+            f.write(
+                "\nOutcome of each run (from its result's extra):\n\n" + "\n".join(outcomes) + "\n"
+            )
 
 
 if __name__ == "__main__":
