@@ -103,7 +103,8 @@ def export_circuit(
     try:
         store.migrate()
         doc = load_document(store, ArtifactStore(settings.resolved_artifact_url), ref)
-        export_file(doc, format, out)
+        for note in export_file(doc, format, out):  # what the format left out (positions)
+            typer.echo(f"note: {note}", err=True)
     except (InterchangeError, ArtifactError, StoreError, OSError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -21,6 +21,8 @@ from .graphql_api.errors import InputError
 from .graphql_api.importing import export_document, exportable_formats, import_document
 
 router = APIRouter(tags=["circuits"])
+EXPORT_NOTE_HEADER = "X-Circuitreg-Export-Note"
+"""Set on a download when the format leaves part of the circuit out (notes joined by |)."""
 
 
 class StoredCircuit(BaseModel):
@@ -53,7 +55,17 @@ def unprocessable(loc: list[str], message: str) -> HTTPException:
     "/circuits/{circuit_ref}.{fmt}",
     summary="Download a circuit (by id or alias) in an interchange format.",
     responses={
-        200: {"content": {"application/octet-stream": {}}, "description": "The file."},
+        200: {
+            "content": {"application/octet-stream": {}},
+            "description": "The file.",
+            "headers": {
+                EXPORT_NOTE_HEADER: {
+                    "description": "What the format leaves out of the circuit, if anything "
+                    "(e.g. MIB has no token positions: a positional circuit exports summed).",
+                    "schema": {"type": "string"},
+                }
+            },
+        },
         404: {"model": Problem, "description": "No such circuit or format."},
         **AUTH_ERRORS,
     },
@@ -77,14 +89,13 @@ async def download_circuit(
     except InterchangeError as exc:  # vanished meanwhile, or its dense scores are unreadable
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
     try:
-        body, media_type, extension = await services.call(export_document, doc, fmt)
+        body, media_type, extension, notes = await services.call(export_document, doc, fmt)
     except InterchangeError as exc:
         raise unprocessable(["path", "fmt"], str(exc)) from None
-    return Response(
-        body,
-        media_type=media_type,
-        headers={"Content-Disposition": f'attachment; filename="{doc.id}.{extension}"'},
-    )
+    headers = {"Content-Disposition": f'attachment; filename="{doc.id}.{extension}"'}
+    if notes:  # what the format leaves out, e.g. a positional circuit's positions in MIB
+        headers[EXPORT_NOTE_HEADER] = " | ".join(notes)
+    return Response(body, media_type=media_type, headers=headers)
 
 
 @router.post(

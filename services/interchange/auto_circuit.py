@@ -30,6 +30,7 @@ from circuitreg.schema import CircuitDocument, Component, Edge, Receiver, edge_n
 from .base import ImportOptions, build_document, sorted_component_names
 from .containers import decode_for_reader
 from .errors import InterchangeError, UnrepresentableError
+from .positions import summed_view
 
 # At most 9 digits of layer: int() refuses 4,300 and more, and layers are stored in 32 bits.
 _KEY = re.compile(
@@ -264,12 +265,10 @@ def write_auto_circuit(doc: CircuitDocument) -> bytes:
             arrays[f"blocks.{layer}.hook_mlp_in"] = np.zeros(prior_mlp)
     last = f"blocks.{model.n_layers - 1}.hook_resid_post"
     arrays[last] = np.zeros(len(sources))
-    for edge in doc.edges:
+    for edge in summed_view(doc).edges:  # exported summed over positions (see positions.py)
         where = f"edge {edge.name!r}"
-        if edge.position is not None or edge.source not in index:
-            raise UnrepresentableError(
-                "only unpositioned head/MLP edges are exported", location=where
-            )
+        if edge.source not in index:
+            raise UnrepresentableError("only head/MLP edges are exported", location=where)
         target = Component.from_name(edge.target)
         at: tuple[int, ...]
         if target.name == "logits":

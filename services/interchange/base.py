@@ -127,8 +127,18 @@ def sorted_component_names(names: Iterable[str]) -> list[str]:
 
 
 def dense_key(edge: Edge) -> str:
-    """An edge's key in dense score files: its name, with ``@position`` when positioned."""
+    """An edge's key in dense score files: its name, with ``@position`` when positioned and
+    ``@span`` after that at a span (``a1.h2->logits@@END``, ``a0.h1->a1.h2<k>@4@S2``)."""
+    if edge.span is not None:
+        return f"{edge.name}@{'' if edge.position is None else edge.position}@{edge.span}"
     return edge.name if edge.position is None else f"{edge.name}@{edge.position}"
+
+
+def parse_dense_key(key: str) -> tuple[str, int | None, str | None]:
+    """(edge name, position, span) of a ``dense_key``."""
+    name, _, rest = key.partition("@")
+    position, _, span = rest.partition("@")
+    return name, int(position) if position else None, span or None
 
 
 def _int_text(value: int) -> str:

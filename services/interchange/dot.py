@@ -22,8 +22,14 @@ _SHAPES = {
 }
 
 
-def _node_id(name: str, position: int | None) -> str:
-    return name if position is None else f"{name}@{position}"
+Key = tuple[str, int | None, str | None]  # a node: name, position, span
+
+
+def _node_id(key: Key) -> str:
+    """``name``, or ``name@position`` / ``name@span`` for a node at a position (issue 18)."""
+    name, position, span = key
+    at = span if span is not None else position
+    return name if at is None else f"{name}@{at}"
 
 
 def write_dot(doc: CircuitDocument) -> bytes:
@@ -36,24 +42,28 @@ def write_dot(doc: CircuitDocument) -> bytes:
     )
     comps = doc.circuit_components()
     edges = doc.circuit_edges()
-    present = {(c.name, c.position) for c in comps}
+    present: set[Key] = {c.key for c in comps}
     for comp in comps:
         attrs: dict[str, Any] = {
             "shape": _SHAPES[comp.kind],
-            "label": _node_id(comp.name, comp.position),
+            "label": _node_id(comp.key),
         }
         if comp.score is not None:
             attrs["score"] = repr(comp.score)
-        graph.add_node(pydot.Node(_node_id(comp.name, comp.position), **attrs))
+        graph.add_node(pydot.Node(_node_id(comp.key), **attrs))
     largest = max((abs(e.score) for e in edges if e.score is not None), default=0.0) or 1.0
     for edge in edges:
         ends = []
         for name in (edge.source, edge.target):
-            position = edge.position if (name, edge.position) in present else None
-            if (name, position) not in present:  # an edge end outside the circuit's nodes
-                graph.add_node(pydot.Node(_node_id(name, position), style="dashed"))
-                present.add((name, position))
-            ends.append(_node_id(name, position))
+            key: Key = (name, edge.position, edge.span)
+            # A positional circuit's positional edges stay at their position (drawn over
+            # it); an imported edge at a position falls back to its unpositioned node.
+            if key not in present and doc.positions is None and (name, None, None) in present:
+                key = (name, None, None)
+            if key not in present:  # an edge end outside the circuit's nodes
+                graph.add_node(pydot.Node(_node_id(key), style="dashed"))
+                present.add(key)
+            ends.append(_node_id(key))
         attrs = {"receiver": edge.receiver.value} if edge.receiver else {}
         if edge.receiver:
             attrs["label"] = edge.receiver.value

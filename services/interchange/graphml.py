@@ -6,6 +6,11 @@ component and edge with its ``in_circuit`` flag, and each edge's original ``orde
 multigraph's edge iteration is grouped by source, not file order). Other GraphML files need
 only node ids (or a ``name`` attribute) that are canonical names; edges into heads need a
 ``receiver`` attribute; ``score``, ``in_circuit`` and ``position`` are optional.
+
+Positions (issue 18): a positional circuit's export keeps its position axis (the graph
+attribute ``positions``) and every node and edge at its position and span (nodes
+``a1.h2@S2``, ``a1.h2@4@S2``, edges with ``position``/``span`` attributes), so it re-imports
+to the same document.
 """
 
 from __future__ import annotations
@@ -31,10 +36,20 @@ from .errors import InterchangeError
 from .shapes import infer_shape, inferred_note
 
 _META = ("model", "task", "method", "labels", "validation", "provenance")
+_AXIS = "positions"  # the position axis, a graph attribute of positional circuits only
+
+Place = tuple[int | None, str | None]  # (position, span) of a component or edge
 
 
-def _node_key(name: str, position: int | None) -> str:
-    return name if position is None else f"{name}@{position}"
+def _node_key(name: str, place: Place) -> str:
+    """``name``, ``name@position``, ``name@span`` or ``name@position@span``."""
+    position, span = place
+    parts = [
+        name,
+        *([] if position is None else [str(position)]),
+        *([] if span is None else [span]),
+    ]
+    return "@".join(parts)
 
 
 def write_graphml(doc: CircuitDocument) -> bytes:
@@ -45,16 +60,18 @@ def write_graphml(doc: CircuitDocument) -> bytes:
     graph.graph["circuit_id"] = doc.id
     for key in _META:
         graph.graph[key] = json.dumps(data[key])
+    if doc.positions is not None:
+        graph.graph[_AXIS] = json.dumps(data[_AXIS])
     graph.graph["ablation"] = doc.ablation
     graph.graph["metric"] = doc.metric
     if doc.seed is not None:
         graph.graph["seed"] = doc.seed
     for comp in doc.components:
         attrs = {k: v for k, v in comp.model_dump(mode="json").items() if v is not None}
-        graph.add_node(_node_key(comp.name, comp.position), **attrs)
-    keys_by_name: dict[str, list[int | None]] = {}
+        graph.add_node(_node_key(comp.name, (comp.position, comp.span)), **attrs)
+    keys_by_name: dict[str, list[Place]] = {}
     for comp in doc.components:
-        keys_by_name.setdefault(comp.name, []).append(comp.position)
+        keys_by_name.setdefault(comp.name, []).append((comp.position, comp.span))
     for order, edge in enumerate(doc.edges):
         attrs = {
             k: v
@@ -62,8 +79,8 @@ def write_graphml(doc: CircuitDocument) -> bytes:
             if v is not None and k not in ("source", "target")
         }
         graph.add_edge(
-            _endpoint(keys_by_name, edge.source, edge.position),
-            _endpoint(keys_by_name, edge.target, edge.position),
+            _endpoint(keys_by_name, edge.source, (edge.position, edge.span)),
+            _endpoint(keys_by_name, edge.target, (edge.position, edge.span)),
             key=dense_key(edge),
             order=order,
             **attrs,
@@ -73,12 +90,13 @@ def write_graphml(doc: CircuitDocument) -> bytes:
     return out.getvalue()
 
 
-def _endpoint(keys_by_name: dict[str, list[int | None]], name: str, position: int | None) -> str:
-    """The node an edge end attaches to: same position if present, else unpositioned."""
-    positions = keys_by_name[name]
-    if position in positions:
-        return _node_key(name, position)
-    return _node_key(name, None if None in positions else positions[0])
+def _endpoint(keys_by_name: dict[str, list[Place]], name: str, place: Place) -> str:
+    """The node an edge end attaches to: same position and span if present, else
+    unpositioned (else the first place it has; re-import reads edge ends by name)."""
+    places = keys_by_name[name]
+    if place in places:
+        return _node_key(name, place)
+    return _node_key(name, (None, None) if (None, None) in places else places[0])
 
 
 def _parse(data: bytes) -> nx.MultiDiGraph:
@@ -105,6 +123,11 @@ def _own_document(graph: nx.MultiDiGraph) -> CircuitDocument:
         raise InterchangeError(f"bad circuitreg metadata: {exc}", location="graph data") from None
     doc.update(format=meta["circuitreg_format"], ablation=meta.get("ablation", "resample"))
     doc.update(metric=meta.get("metric", "logit_diff"), seed=meta.get("seed"))
+    if _AXIS in meta:
+        try:
+            doc[_AXIS] = json.loads(meta[_AXIS])
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise InterchangeError(f"bad position axis: {exc}", location="graph data") from None
     for node, attrs in graph.nodes(data=True):
         if "name" not in attrs:
             raise InterchangeError("node has no 'name' attribute", location=f"node {node!r}")

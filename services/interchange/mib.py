@@ -32,6 +32,7 @@ from .jsonread import (
     parse_json,
     require,
 )
+from .positions import summed_view
 
 _CFG_KEYS = ("n_layers", "n_heads", "parallel_attn_mlp", "d_model")
 
@@ -151,24 +152,21 @@ def _cfg_for(doc: CircuitDocument) -> dict[str, Any]:
 
 
 def write_mib(doc: CircuitDocument) -> bytes:
-    """Export to MIB JSON; positions, features and unscored edges have no MIB form."""
+    """Export to MIB JSON, summed over positions (MIB has none; ``positions.summed_view``,
+    whose note ``export_notes`` gives); features and unscored edges have no MIB form."""
+    view = summed_view(doc)
     nodes: dict[str, dict[str, Any]] = {}
-    for comp in doc.components:
-        if comp.kind is ComponentKind.FEATURE or comp.position is not None:
+    for comp in view.components:
+        if comp.kind is ComponentKind.FEATURE:
             raise UnrepresentableError(
-                "MIB graphs have neither features nor token positions",
-                location=f"component {comp.name!r} (position {comp.position})",
+                "MIB graphs have no feature nodes", location=f"component {comp.name!r}"
             )
         node: dict[str, Any] = {"in_graph": comp.in_circuit}
         if comp.score is not None:
             node["score"] = comp.score
         nodes[comp.name] = node
     edges: dict[str, dict[str, Any]] = {}
-    for edge in doc.edges:
-        if edge.position is not None:
-            raise UnrepresentableError(
-                "MIB edges have no token position", location=f"edge {edge.name!r}"
-            )
+    for edge in view.edges:
         if edge.score is None:
             raise UnrepresentableError(
                 "MIB files give every edge a score, and this edge has none",

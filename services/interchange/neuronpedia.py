@@ -205,7 +205,7 @@ def _node_entry(comp: Component, n_layers: int) -> dict[str, Any]:
 
 def write_neuronpedia(doc: CircuitDocument) -> bytes:
     """Export the circuit's components and edges as an attribution graph."""
-    nodes: dict[tuple[str, int | None], dict[str, Any]] = {}
+    nodes: dict[tuple[str, int | None, str | None], dict[str, Any]] = {}
     for comp in doc.circuit_components():
         if comp.kind is ComponentKind.ATTN_HEAD:
             raise UnrepresentableError(
@@ -220,7 +220,7 @@ def write_neuronpedia(doc: CircuitDocument) -> bytes:
         nodes[comp.key] = _node_entry(comp, doc.model.n_layers)
     links = []
     for edge in doc.circuit_edges():
-        ends = [(edge.source, edge.position), (edge.target, edge.position)]
+        ends = [(edge.source, edge.position, edge.span), (edge.target, edge.position, edge.span)]
         missing = [e for e in ends if e not in nodes]
         if missing:
             raise UnrepresentableError(

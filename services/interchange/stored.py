@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from circuitreg.schema import CircuitDocument, Component, Edge, node_order_key
+from circuitreg.schema import CircuitDocument, Component, Edge
 from circuitreg.services.artifacts import ArtifactRef, ArtifactStore
+from circuitreg.services.stores.common import component_order
 from circuitreg.services.stores.types import GraphStore
 
-from .base import dense_key
+from .base import dense_key, parse_dense_key
 from .errors import InterchangeError
 
 
@@ -66,11 +67,9 @@ def merge_dense(stored: CircuitDocument, dense: dict[str, float]) -> CircuitDocu
         if kept is not None:
             edges.append(kept.model_copy(update={"score": score}))
             continue
-        name, _, position = key.partition("@")
+        name, position, span = parse_dense_key(key)
         edges.append(
-            Edge.from_name(
-                name, score=score, in_circuit=False, position=int(position) if position else None
-            )
+            Edge.from_name(name, score=score, in_circuit=False, position=position, span=span)
         )
     edges.extend(in_circuit.values())
     comps = {c.key: c for c in stored.components}
@@ -78,9 +77,9 @@ def merge_dense(stored: CircuitDocument, dense: dict[str, float]) -> CircuitDocu
     for edge in edges:
         for end in (edge.source, edge.target):
             if end not in names:
-                comps[(end, None)] = Component.from_name(end, in_circuit=False)
+                comps[(end, None, None)] = Component.from_name(end, in_circuit=False)
                 names.add(end)
-    ordered = sorted(comps.values(), key=lambda c: (node_order_key(c.name), c.position or -1))
+    ordered = sorted(comps.values(), key=component_order)
     return stored.model_copy(update={"components": tuple(ordered), "edges": tuple(edges)})
 
 

@@ -23,6 +23,7 @@ from circuitreg.services.interchange import (
     InterchangeError,
     UnknownFormatError,
     detect_format,
+    export_document,
     read_document,
     write_document,
 )
@@ -119,13 +120,24 @@ def test_mib_small_round_trip_keeps_the_id() -> None:
     assert (back.model.n_layers, back.model.n_heads, back.model.d_model) == (2, 2, 16)
 
 
-def test_mib_export_refuses_positions() -> None:
+def test_mib_exports_an_import_with_positions_summed_and_says_so() -> None:
+    """Edges given at token positions (no position axis) are terms of their edge's sum."""
     doc = small_doc()
-    positioned = doc.model_copy(
-        update={"edges": (doc.edges[0].model_copy(update={"position": 3}), *doc.edges[1:])}
+    first = doc.edges[0]
+    split = (
+        first.model_copy(update={"position": 3, "score": 0.375}),
+        first.model_copy(update={"position": 5, "score": 0.125, "in_circuit": False}),
     )
-    with pytest.raises(InterchangeError, match="no token position"):
-        write_document(positioned, "mib")
+    positioned = CircuitDocument.model_validate(
+        doc.model_copy(update={"edges": (*split, *doc.edges[1:])}).model_dump()
+    )
+    exported = export_document(positioned, "mib")
+    assert exported.data == write_document(doc, "mib")  # 0.375 + 0.125 = 0.5, in the circuit
+    assert exported.notes == (
+        "mib has no token positions: 2 edges given at token positions are exported summed "
+        "over their positions",
+    )
+    assert export_document(doc, "mib").notes == ()
 
 
 def test_graphml_reimport_equals_the_original() -> None:

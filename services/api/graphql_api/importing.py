@@ -16,6 +16,7 @@ from circuitreg.services.interchange.base import ImportOptions
 from circuitreg.services.interchange.detect import detect_format
 from circuitreg.services.interchange.errors import InterchangeError, UnknownFormatError
 from circuitreg.services.interchange.formats import FORMATS
+from circuitreg.services.interchange.positions import export_notes
 from circuitreg.services.interchange.stored import store_document
 
 from ..services import ApiServices
@@ -53,7 +54,13 @@ def exportable_formats() -> list[str]:
     return FORMATS.writable()
 
 
-def export_document(doc: CircuitDocument, fmt: str) -> tuple[bytes, str, str]:
-    """Serialise ``doc`` as ``fmt``: the bytes, the media type and the file extension."""
+def export_document(doc: CircuitDocument, fmt: str) -> tuple[bytes, str, str, tuple[str, ...]]:
+    """Serialise ``doc`` as ``fmt``: the bytes, the media type, the file extension and the
+    notes on what the format leaves out (a positional circuit's positions, in MIB)."""
     target = FORMATS.get(fmt)
-    return target.write(doc), target.media_type, target.extension.lstrip(".")
+    return (
+        target.write(doc),
+        target.media_type,
+        target.extension.lstrip("."),
+        export_notes(doc, fmt),
+    )

@@ -187,3 +187,19 @@ async def test_api_position_filters_name_the_bad_argument(
     none = await gql(reader, EDGES, id=unpositioned, span="END")
     assert none["data"]["circuit"]["positions"] is None
     assert none["data"]["circuit"]["edges"]["totalCount"] == 0
+
+
+async def test_api_download_says_what_a_format_leaves_out(
+    registry: Registry, reader: httpx.AsyncClient
+) -> None:
+    cid = registry.store.put_circuit(spans_doc())
+    mib = await reader.get(f"/circuits/{cid}.mib")
+    assert mib.status_code == 200
+    assert mib.headers["X-Circuitreg-Export-Note"].startswith(
+        "mib has no token positions: the export holds the circuit's 3 summed edges; its 4 "
+        "positional edges and 1 positional components are left out"
+    )
+    assert set(mib.json()["edges"]) == set(SUMMED)
+    native = await reader.get(f"/circuits/{cid}.circuitreg")
+    assert native.status_code == 200 and "X-Circuitreg-Export-Note" not in native.headers
+    assert CircuitDocument.from_json(native.content) == registry.store.get_circuit(cid)
