@@ -95,7 +95,15 @@ def run_discovery(
     from circuitreg.workers.tasks.base import TaskContext
     from circuitreg.workers.tasks.registry import build_task
 
-    info = default_registry().get(method)
+    registry = default_registry()
+    info = registry.get(method)
+    if "positions" in params and "positions" not in info.config_cls.model_fields:
+        positional = [
+            n for n in registry.names() if "positions" in registry.get(n).config_cls.model_fields
+        ]
+        raise ValueError(
+            f"method {method!r} does not score positions; methods that do: {', '.join(positional)}"
+        )
     config = info.config(params)
     selection = _selection(top_k, threshold, greedy, optimal, time_limit)
     torch.manual_seed(seed)
@@ -118,9 +126,26 @@ def run_discovery(
         task,
         seed=seed,
         device=str(loaded.device),
+        prompt_tokens=_prompt_tokens(loaded.bridge, task),
     )
     write_document(document, out)
+    if result.position_scores is not None and result.positions is not None:
+        from circuitreg.workers.methods.positional_document import dense_positional_file
+
+        dense = dense_positional_file(out, graph, result.positions, result.position_scores)
+        steps.say(f"dense positional scores {tuple(result.position_scores.shape)} -> {dense}")
     return document
+
+
+def _prompt_tokens(bridge: Any, task: TaskData) -> list[str] | None:
+    """The first clean prompt's tokens as text, where the model has a tokenizer."""
+    tokenizer = getattr(bridge, "tokenizer", None)
+    if tokenizer is None:
+        return None
+    try:
+        return [str(tokenizer.decode([t])) for t in task.clean[0].tolist()]
+    except (ValueError, TypeError, KeyError, IndexError):
+        return None
 
 
 def _score(
@@ -165,9 +190,16 @@ def discover(
     device: str | None = typer.Option(None, help="cpu, cuda:N or auto."),
     seed: int = typer.Option(0, help="Torch seed, recorded in the circuit."),
     quiet: bool = typer.Option(False, help="No progress bar or step lines."),
+    positions: str | None = typer.Option(
+        None,
+        help="Score every edge per position: index (token t of every prompt) or spans (the "
+        "task's named spans, e.g. S1/IO/S2/END; prompts align by span).",
+    ),
 ) -> None:
     """Score every edge with a method and write the selected circuit."""
     params = parse_params(param)
+    if positions is not None:
+        params["positions"] = positions
     if ablation is not None:
         params["ablation"] = ablation
     if metric is not None:

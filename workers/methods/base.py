@@ -12,7 +12,7 @@ decide what a circuit means. ``progress(fraction, message)`` is called as work a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Protocol, Self, TypeVar
 
@@ -29,6 +29,11 @@ from circuitreg.schema.circuit import (
     TaskRef,
 )
 from circuitreg.workers.graph import ComputationalGraph
+from circuitreg.workers.methods.positional_document import (
+    position_axis,
+    positional_entries,
+    positional_mask,
+)
 from circuitreg.workers.methods.selection import Selection, explain_selection
 from circuitreg.workers.metrics import MetricFn, metric_name
 from circuitreg.workers.positions import PositionMap
@@ -246,15 +251,21 @@ def to_document(
     job_id: str | None = None,
     device: str | None = None,
     extra: dict[str, Any] | None = None,
+    prompt_tokens: Sequence[str] | None = None,
 ) -> CircuitDocument:
     """The interchange document: every edge with its score and ``in_circuit`` flag.
 
     ``selection`` is a ``Selection`` (applied to the scores), a boolean ``[n_edges]`` mask
     already chosen (ACDC's kept edges), or None for ``default_selection``. The task's
     corruption, the versions of TransformerLens and torch, and the selection are recorded.
+    A positional result adds its position axis and kept positional edges
+    (``positional_document.py``); ``prompt_tokens`` (the first clean prompt, decoded) label
+    the axis, else the token ids do.
     """
     graph.check_edge_vector(result.edge_scores)
-    if selection is None:
+    if selection is None and result.circuit is not None and result.circuit.ndim == 2:
+        selection = result.circuit.bool().any(-1).cpu()  # edges kept at some position
+    elif selection is None:
         selection = default_selection(result, graph)
     if (model_ref.n_layers, model_ref.n_heads) != (graph.n_layers, graph.n_heads):
         raise ConfigError(
@@ -270,9 +281,22 @@ def to_document(
         for i, name in enumerate(graph.edges)
     )
     components = _components(result, graph, mask)
+    axis, positional_info = None, {}
+    if result.position_scores is not None and result.positions is not None:
+        tokens = prompt_tokens
+        if tokens is None and isinstance(task, TaskData):
+            tokens = [str(t) for t in task.clean[0].tolist()]
+        axis = position_axis(result.positions, tokens or ())
+        kept, info = positional_mask(result.position_scores, selection, result.circuit)
+        more_edges, more_components = positional_entries(
+            graph, result.positions, result.position_scores, kept
+        )
+        edges, components = edges + more_edges, components + more_components
+        positional_info = {"positional_selection": info}
     params = {k: v for k, v in result.params.items() if k not in ("ablation", "metric")}
     provenance_extra = {
         "selection": selection_info,
+        **positional_info,
         **({"task_summary": dict(task.summary)} if isinstance(task, TaskData) else {}),
         "n_forward": result.n_forward,
         "n_backward": result.n_backward,
@@ -288,6 +312,7 @@ def to_document(
         seed=seed,
         components=components,
         edges=edges,
+        positions=axis,
         provenance=Provenance(**_versions(), device=device, job_id=job_id, extra=provenance_extra),
     )
 

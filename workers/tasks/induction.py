@@ -13,13 +13,24 @@ decides what any method can see:
 
 The distractor at each read position is the replacement token at the same offset
 (``B[i + 1]``), so ``logit_diff`` compares the induced token with a random one.
+
+Spans (for ``positions=spans``), named after the last read position, where the second copy's
+token ``A`` must be predicted from its first occurrence: ``A-first`` (that token in the first
+copy), ``B-first`` (the token after it, whose key the previous-token head marks with ``A``)
+and ``A-second`` (the read position itself, where the induction head's query looks for it).
+With ``read=last`` only that position is read, so the spans hold the whole mechanism; with
+``read=all`` (default) the other read positions count towards ``other``.
 """
 
 from __future__ import annotations
 
 import torch
 
+from circuitreg.workers.positions import TokenSpans
 from circuitreg.workers.tasks.base import TaskContext, TaskData, TaskError
+
+SPAN_NAMES = ("A-first", "B-first", "A-second")
+READS = ("all", "last")
 
 CORRUPTIONS = {
     "first": "first occurrence of the repeated sequence replaced by random tokens",
@@ -34,8 +45,11 @@ def induction_task(
     corrupt: str = "first",
     seed: int = 0,
     bos_token_id: int | None = None,
+    read: str = "all",
 ) -> TaskData:
     """Build the induction task (see the module docstring)."""
+    if read not in READS:
+        raise TaskError(f"induction read={read!r}; choose one of {', '.join(READS)}")
     if corrupt not in CORRUPTIONS:
         raise TaskError(f"induction corrupt={corrupt!r}; choose one of {', '.join(CORRUPTIONS)}")
     if seq_len < 2 or n < 1:
@@ -58,16 +72,32 @@ def induction_task(
         clean, corrupted = torch.cat([bos, clean], 1), torch.cat([bos, corrupted], 1)
         offset = 1
     positions = torch.arange(seq_len - 1).expand(n, -1) + offset + seq_len
+    answers, distractors = first[:, 1:], other[:, 1:]
+    if read == "last":
+        positions, answers, distractors = positions[:, -1:], answers[:, -1:], distractors[:, -1:]
+    spec: dict[str, object] = {"seq_len": seq_len, "n": n, "corrupt": corrupt, "seed": seed}
+    if read != "all":  # only then, so the default task keeps its spec and hash
+        spec["read"] = read
     return TaskData(
         name="induction",
-        spec={"seq_len": seq_len, "n": n, "corrupt": corrupt, "seed": seed},
+        spec=spec,
         clean=clean,
         corrupted=corrupted,
         positions=positions.clone(),
-        answers=first[:, 1:].clone(),
-        distractors=other[:, 1:].clone(),
+        answers=answers.clone(),
+        distractors=distractors.clone(),
         corruption=f"induction/{corrupt}: {CORRUPTIONS[corrupt]}",
+        spans=_spans(n, clean.shape[1], offset, seq_len),
     )
+
+
+def _spans(n: int, length: int, offset: int, seq_len: int) -> TokenSpans:
+    """A-first, B-first and A-second of the last read position (the module docstring)."""
+    index = torch.full((n, length), -1, dtype=torch.long)
+    a_second = offset + 2 * seq_len - 2
+    for number, at in enumerate((a_second - seq_len, a_second - seq_len + 1, a_second)):
+        index[:, at] = number
+    return TokenSpans(SPAN_NAMES, index)
 
 
 def build_induction(options: dict[str, str], context: TaskContext) -> TaskData:
@@ -80,6 +110,7 @@ def build_induction(options: dict[str, str], context: TaskContext) -> TaskData:
             corrupt=options.get("corrupt", "first"),
             seed=int(options.get("seed", "0")),
             bos_token_id=context.bos_token_id,
+            read=options.get("read", "all"),
         )
     except ValueError as exc:
         if isinstance(exc, TaskError):

@@ -45,9 +45,10 @@ def _builtin() -> list[TaskInfo]:
         TaskInfo(
             "induction",
             build_induction,
-            {"seq_len": "8", "n": "64", "corrupt": "first", "seed": "0"},
+            {"seq_len": "8", "n": "64", "corrupt": "first", "seed": "0", "read": "all"},
             "Repeated random tokens; corrupt=first reveals, corrupt=second hides the "
-            "previous-token -> induction key edge",
+            "previous-token -> induction key edge; spans A-first, B-first, A-second; "
+            "read=last reads only the last position",
         ),
         TaskInfo(
             "jsonl",
