@@ -10,6 +10,11 @@ One JSON object per line::
 the prob and kl metrics apply). An optional top-level ``"corruption"`` key on the first line
 describes how the corrupted prompts were made; otherwise the file name is recorded.
 
+An optional ``"spans"`` names token ranges of the clean prompt for positional runs
+(``discover --positions spans``): ``{"S1": [2, 3], "S2": [7, 8], "END": [9, 10]}``,
+half-open ``[start, end)`` indices into the prompt's tokens as given (before any BOS the task
+adds); every line must name the same spans, which must not overlap.
+
 ``prepend_bos`` (``jsonl:path=pairs.jsonl,prepend_bos=auto``): ``auto`` (default) adds the
 model's BOS to prompts that do not already start with it, ``true`` always, ``false`` never.
 """
@@ -21,6 +26,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from circuitreg.workers.tasks.base import TaskContext, TaskData, TaskError
+from circuitreg.workers.tasks.prompt_spans import parse_spans
 from circuitreg.workers.tasks.text import (
     PREPEND_BOS_CHOICES,
     PrependBos,
@@ -29,7 +35,7 @@ from circuitreg.workers.tasks.text import (
 )
 
 REQUIRED = ("clean", "corrupted", "answer")
-ALLOWED = {*REQUIRED, "distractor", "corruption"}
+ALLOWED = {*REQUIRED, "distractor", "corruption", "spans"}
 
 
 def _pair(line_no: int, data: Any, path: Path) -> PromptPair:
@@ -52,7 +58,10 @@ def _pair(line_no: int, data: Any, path: Path) -> PromptPair:
     for key in ("answer", "distractor"):
         if key in data and not isinstance(data[key], str | int):
             raise TaskError(f"{where}: {key} must be text or a token id")
-    return PromptPair(data["clean"], data["corrupted"], data["answer"], data.get("distractor"))
+    spans = parse_spans(data["spans"], where) if "spans" in data else None
+    return PromptPair(
+        data["clean"], data["corrupted"], data["answer"], data.get("distractor"), spans
+    )
 
 
 def load_jsonl_task(path: str | Path, context: TaskContext, prepend_bos: str = "auto") -> TaskData:

@@ -9,13 +9,14 @@ a tokenizer missing.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 
 from circuitreg.workers.tasks.base import TaskContext, TaskData, TaskError
+from circuitreg.workers.tasks.prompt_spans import span_index
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,9 @@ class PromptPair:
     corrupted: str | Sequence[int]
     answer: str | int
     distractor: str | int | None = None
+    # Named token ranges of the clean prompt, ``[start, end)`` before any added BOS
+    # (``prompt_spans.py``), for positional runs that align prompts by span.
+    spans: Mapping[str, tuple[int, int]] | None = None
 
 
 def require_tokenizer(context: TaskContext, task: str) -> Any:
@@ -112,6 +116,7 @@ def build_from_pairs(
     clean_rows, corrupt_rows, answers, distractors = [], [], [], []
     have_distractors = all(p.distractor is not None for p in pairs)
     bos_added = 0
+    raw_lengths, shifts = [], []
     for i, pair in enumerate(pairs):
         where = f"{name} example {i}"
         raw = encode(context, pair.clean, f"{where} clean")
@@ -120,6 +125,8 @@ def build_from_pairs(
             encode(context, pair.corrupted, f"{where} corrupted"), bos, prepend_bos, where
         )
         bos_added += len(clean) > len(raw)
+        raw_lengths.append(len(raw))
+        shifts.append(len(clean) - len(raw))
         if len(clean) != len(corrupted):
             raise TaskError(
                 f"{where}: clean ({len(clean)} tokens) and corrupted ({len(corrupted)} tokens) "
@@ -134,6 +141,7 @@ def build_from_pairs(
     width = max(len(r) for r in clean_rows)
     pad = _pad_id(context)
     lengths = torch.tensor([len(r) for r in clean_rows])
+    spans = span_index([p.spans for p in pairs], raw_lengths, shifts, width, name)
     return TaskData(
         name=name,
         spec=spec,
@@ -152,6 +160,7 @@ def build_from_pairs(
             "prepend_bos": prepend_bos,
             "bos_added": f"{bos_added} of {len(pairs)} prompts",
         },
+        spans=spans,
     )
 
 
