@@ -184,3 +184,22 @@ def test_registry_specs_and_errors() -> None:
         build_task("induction:n=many", context=context)
     with pytest.raises(TaskError, match="corrupt"):
         build_task("induction:corrupt=middle", context=context)
+
+
+def test_ioi_names_its_spans_by_role(word_tokenizer: PreTrainedTokenizerFast) -> None:
+    """S1 and S2 hold the subject, IO the indirect object (the answer), END the read position;
+    the templates differ in length, so S2 and END move between prompts and align by span."""
+    context = TaskContext(d_vocab=len(word_tokenizer), tokenizer=word_tokenizer)
+    task = build_task("ioi:n=12,seed=3", context=context)
+    assert task.spans is not None and task.spans.names == ("S1", "IO", "S2", "END")
+    index = task.spans.index
+    for row in range(task.n_examples):
+        at = {
+            name: int((index[row] == k).nonzero()[0, 0]) for k, name in enumerate(task.spans.names)
+        }
+        tokens = task.clean[row]
+        assert tokens[at["S1"]] == tokens[at["S2"]] == task.distractors[row, 0]  # type: ignore[index]
+        assert tokens[at["IO"]] == task.answers[row, 0]
+        assert at["END"] == int(task.positions[row, 0])
+    ends = {int((index[r] == 3).nonzero()[0, 0]) for r in range(task.n_examples)}
+    assert len(ends) > 1  # prompts of different lengths

@@ -84,7 +84,9 @@ def _single_tokens(context: TaskContext, words: list[str], need: int, what: str)
 
 
 def ioi_task(context: TaskContext, n: int = 64, seed: int = 0) -> TaskData:
-    """Indirect object identification with ABC corruption."""
+    """Indirect object identification with ABC corruption, its prompts' spans named S1, IO,
+    S2 and END (``_ioi_spans``): the templates differ in length, so positional runs align
+    them by span."""
     names = _single_tokens(context, list(NAMES), 6, "names")
     rng = random.Random(seed)
     pairs = []
@@ -94,10 +96,26 @@ def ioi_task(context: TaskContext, n: int = 64, seed: int = 0) -> TaskData:
         place, obj = rng.choice(PLACES), rng.choice(OBJECTS)
         clean = template.format(A=a, B=b, S=b, P=place, O=obj)
         corrupted = template.format(A=c, B=d, S=e, P=place, O=obj)
-        pairs.append(PromptPair(clean, corrupted, " " + a, " " + b))
+        spans = _ioi_spans(context, clean, a, b)
+        pairs.append(PromptPair(clean, corrupted, " " + a, " " + b, spans))
     return build_from_pairs(
         "ioi", {"n": n, "seed": seed}, pairs, context, "ioi/abc: all three names replaced"
     )
+
+
+def _ioi_spans(context: TaskContext, clean: str, io: str, s: str) -> dict[str, tuple[int, int]]:
+    """S1 and S2 (the subject's two occurrences), IO (the indirect object) and END (the last
+    token, where the name is predicted), as token ranges of the clean prompt. The names are
+    single tokens with their leading space (``_single_tokens``), so each is found by id."""
+    ids = list(context.tokenizer.encode(clean, add_special_tokens=False))  # type: ignore[union-attr]
+    io_id = context.tokenizer.encode(" " + io, add_special_tokens=False)[0]  # type: ignore[union-attr]
+    s_id = context.tokenizer.encode(" " + s, add_special_tokens=False)[0]  # type: ignore[union-attr]
+    subject = [i for i, t in enumerate(ids) if t == s_id]
+    if len(subject) != 2 or io_id not in ids:
+        raise TaskError(f"ioi prompt {clean!r}: cannot find S1, IO and S2 among its tokens")
+    io_at, end = ids.index(io_id), len(ids) - 1
+    return {"S1": (subject[0], subject[0] + 1), "IO": (io_at, io_at + 1),
+            "S2": (subject[1], subject[1] + 1), "END": (end, end + 1)}  # fmt: skip
 
 
 def greater_than_task(context: TaskContext, n: int = 64, seed: int = 0) -> TaskData:
