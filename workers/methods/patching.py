@@ -47,6 +47,7 @@ from circuitreg.workers.methods.patching_hooks import (
 )
 from circuitreg.workers.methods.registry import register_method
 from circuitreg.workers.metrics import Metric, resolve_metric
+from circuitreg.workers.positions import PositionMap
 from circuitreg.workers.tasks.base import TaskData
 
 if TYPE_CHECKING:
@@ -71,6 +72,12 @@ class ActivationPatchingConfig(MethodConfig):
     )
     sets_per_forward: int = Field(
         default=16, ge=1, description="patches evaluated together in one stacked forward"
+    )
+    positions: Literal["index"] | None = Field(
+        default=None,
+        description="index: also patch every node at every token (ScoreResult.position_scores "
+        "[n_edges, T], each edge its source node's score there); edge_scores stay the "
+        "all-positions patch. Spans are not offered: a node patch here is at one token index",
     )
 
     def check(self) -> None:
@@ -131,13 +138,22 @@ def activation_patching(
     nodes = patched_nodes(graph, config.components)
     positions: Sequence[int | None] = range(seq_len) if config.per_position else [None]
     patches = [NodePatch(node, pos) for pos in positions for node in nodes]
+    # positions=index: each node at each token too, after the unpositioned patches
+    per_token = [NodePatch(n, t) for t in range(seq_len) for n in nodes] if config.positions else []
 
-    totals, base_total, n_forward = _sweep(model, task, nodes, patches, config, metric, progress)
+    totals, base_total, n_forward = _sweep(
+        model, task, nodes, patches + per_token, config, metric, progress
+    )
     effects = (totals - base_total) / task.n_examples
     node_scores = _node_score_table(
-        graph, patches, effects, seq_len if config.per_position else None
+        graph, patches, effects[: len(patches)], seq_len if config.per_position else None
     )
     edge_scores = node_scores[..., graph.edge_source]
+    position_scores, position_map = None, None
+    if per_token:
+        at_tokens = _node_score_table(graph, per_token, effects[len(patches) :], seq_len)
+        position_scores = at_tokens[:, graph.edge_source].T.contiguous().float()  # [E, T]
+        position_map = PositionMap.for_task(task, "index")
     return ScoreResult(
         edge_scores=edge_scores.float(),
         method=ActivationPatchingConfig.method_name,
@@ -153,6 +169,8 @@ def activation_patching(
             "direction": config.direction,
             "corruption": task.corruption,
         },
+        position_scores=position_scores,
+        positions=position_map,
     )
 
 
