@@ -18,17 +18,28 @@ receivers keep an early edge, and full-depth speculation made batched ACDC slowe
 set per pass). The decisions are the same at every depth. A node
 whose outgoing edges are all removed cannot affect the output, so its incoming edges are
 removed without measuring (their effect is exactly zero).
+
+Positional ACDC (``positions="index"`` or ``"spans"``, issue 18) decides positional edges
+the same way: receivers in reverse topological order, each one's edges latest writer first
+and, per edge, its positions latest first, each removed at the tokens of its position only
+(``PositionalEvaluator``: the same prepared batches, the positional forward). A node is dead
+once its outgoing edges are removed at every position (a head's key and value inputs at one
+token reach its outputs at later ones, so deadness per position would be wrong).
+``position_scores`` ``[n_edges, Q]`` are the measured removal costs, ``circuit`` the kept
+positional edges ``[n_edges, Q]`` and ``edge_scores`` their sum over positions (costs
+measured in sequence; they rank edges, they are not an unpositioned ACDC run).
 """
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import torch
 from pydantic import Field
 
 from circuitreg.workers.engine import InterventionEngine
+from circuitreg.workers.engine.positional_eval import PositionalEvaluator
 from circuitreg.workers.graph import ComputationalGraph
 from circuitreg.workers.methods.base import (
     ConfigError,
@@ -39,6 +50,7 @@ from circuitreg.workers.methods.base import (
 )
 from circuitreg.workers.methods.registry import register_method
 from circuitreg.workers.metrics import within_rounding
+from circuitreg.workers.positions import PositionMap
 from circuitreg.workers.tasks.base import TaskData
 
 if TYPE_CHECKING:
@@ -68,22 +80,32 @@ class ACDCConfig(MethodConfig):
         description="tau is a fraction of the full effect |metric(model) - metric(no edges)|",
     )
     set_batch: int = Field(default=16, ge=1, description="candidate circuits per forward pass")
+    positions: Literal["index", "spans"] | None = Field(
+        default=None,
+        description="decide positional edges (each edge at each token index or task span)",
+    )
 
 
 class _Pruner:
     """The ACDC state: kept edges, the current metric and each edge's measured effect."""
 
-    def __init__(self, engine: InterventionEngine, config: ACDCConfig) -> None:
+    def __init__(
+        self, engine: InterventionEngine, config: ACDCConfig,
+        positional: PositionalEvaluator | None = None,
+    ) -> None:  # fmt: skip
         self.engine = engine
         self.config = config
         self.graph = engine.graph
-        self.keep = torch.ones(self.graph.n_edges, dtype=torch.bool)
-        self.effect = torch.zeros(self.graph.n_edges)
-        self.current = float(engine.evaluate_circuits(self.keep.unsqueeze(0))[0])
+        self.units = positional if positional is not None else engine
+        n = self.graph.n_edges if positional is None else positional.n_units
+        self.positional = positional
+        self.keep = torch.ones(n, dtype=torch.bool)
+        self.effect = torch.zeros(n)
+        self.current = float(self.units.evaluate_circuits(self.keep.unsqueeze(0))[0])
         self.sign = 1.0 if engine.metric.higher_is_better else -1.0
         self.tau = config.tau
         if config.relative_tau:
-            empty = float(engine.evaluate_circuits(torch.zeros(1, self.graph.n_edges))[0])
+            empty = float(self.units.evaluate_circuits(torch.zeros(1, n))[0])
             full_effect = abs(self.current - empty)
             if within_rounding(self.current, empty):
                 raise ConfigError(
@@ -94,7 +116,8 @@ class _Pruner:
                     "another ablation"
                 )
             self.tau = config.tau * full_effect
-        self.max_depth = max(1, min(config.set_batch, engine.max_sets_per_pass))
+        per_pass = engine.max_sets_per_pass if positional is None else positional.sets_per_pass
+        self.max_depth = max(1, min(config.set_batch, per_pass))
         self.adaptive = engine.device.type == "cpu"
         self.depth = self.max_depth
 
@@ -105,7 +128,10 @@ class _Pruner:
 
     def node_is_dead(self, node: str) -> bool:
         """True when every edge leaving ``node`` has been removed."""
-        out = self.graph.outgoing_edges(node)
+        if self.positional is not None:
+            out = self.positional.outgoing(node)
+        else:
+            out = self.graph.outgoing_edges(node)
         return bool(out.numel()) and not bool(self.keep[out].any())
 
     def prune_slot(self, edges: list[int]) -> None:
@@ -116,7 +142,7 @@ class _Pruner:
             masks = self.keep.repeat(len(chunk), 1)
             for j, e in enumerate(chunk):
                 masks[j:, e] = False
-            values = self.engine.evaluate_circuits(masks).tolist()
+            values = self.units.evaluate_circuits(masks).tolist()
             used = 0
             for j, e in enumerate(chunk):
                 cost = self.cost(values[j], self.current)
@@ -150,19 +176,32 @@ def acdc(
     engine = InterventionEngine(
         model, graph, task, config.ablation, config.metric, config.batch_size, config.set_batch
     )
-    pruner = _Pruner(engine, config)
+    position_map = (
+        None if config.positions is None else PositionMap.for_task(task, config.positions)
+    )
+    positional = None if position_map is None else PositionalEvaluator(engine, position_map)
+    pruner = _Pruner(engine, config, positional)
+    q = 1 if position_map is None else position_map.size
     slots = list(reversed(graph.slots))
     for n, slot in enumerate(slots):
-        edges = list(reversed(range(slot.edge_start, slot.edge_stop)))
+        edges = [e * q + p for e in reversed(range(slot.edge_start, slot.edge_stop))
+                 for p in reversed(range(q))]  # fmt: skip
         if slot.node != "logits" and pruner.node_is_dead(slot.node):
             pruner.keep[edges] = False
         else:
             pruner.prune_slot(edges)
         if progress is not None:
             progress((n + 1) / len(slots), f"ACDC receiver {n + 1}/{len(slots)}: {slot.node}")
-    circuit = graph.prune_dangling(pruner.keep)
+    if position_map is None:
+        circuit = graph.prune_dangling(pruner.keep)
+        edge_scores, position_scores = pruner.effect, None
+    else:
+        circuit = pruner.keep.view(graph.n_edges, q).clone()
+        circuit[~graph.prune_dangling(circuit.any(-1))] = False
+        position_scores = pruner.effect.view(graph.n_edges, q).clone()
+        edge_scores = position_scores.sum(-1)
     return ScoreResult(
-        edge_scores=pruner.effect,
+        edge_scores=edge_scores,
         method=config.method_name,
         params=config.to_dict(),
         n_forward=engine.n_forward,
@@ -174,4 +213,6 @@ def acdc(
             "final_metric": pruner.current,
             "tau_absolute": pruner.tau,  # tau itself, or its fraction of the full effect
         },
+        position_scores=position_scores,
+        positions=position_map,
     )
