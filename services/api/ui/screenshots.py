@@ -1,11 +1,14 @@
 """Capture a PNG of every viewer page from a populated data directory, for the README.
 
     python -m circuitreg.services.api.ui.screenshots DATA_DIR docs/screenshots [--alias NAME]
+        [--positional NAME]
 
 It serves DATA_DIR read-only (anonymous read) with uvicorn on a free local port, drives the
 system Chromium through Playwright, and writes browse.png, circuit.png, compare.png,
-shared.png, evolution.png and jobs.png. Nothing in DATA_DIR is written by the page; point it
-at a copy of a demo directory (``circuitreg demo``) to get the demo's real circuits.
+shared.png, evolution.png and jobs.png, and positions.png (a positional circuit drawn over
+its prompt's tokens) when ``--positional`` names one. Nothing in DATA_DIR is written by
+the page; point it at a copy of a demo directory (``circuitreg demo``) to get the demo's
+real circuits.
 """
 
 from __future__ import annotations
@@ -71,7 +74,9 @@ def _ask(base_url: str, query: str, variables: dict[str, Any]) -> dict[str, Any]
     return data
 
 
-def _views(base_url: str, alias: str) -> list[tuple[str, str, str | None]]:
+def _views(
+    base_url: str, alias: str, positional: str | None = None
+) -> list[tuple[str, str, str | None]]:
     """(file name, hash route, node to hover) for each view, chosen from the stored circuits."""
     target = _ask(base_url, TARGET, {"id": alias})["circuit"]
     if target is None:
@@ -82,7 +87,13 @@ def _views(base_url: str, alias: str) -> list[tuple[str, str, str | None]]:
     # The evolution picture shows the first checkpoint at which a K-composition edge appears.
     formed = next((i for i, s in enumerate(steps) if any("<k>" in e for e in s["appeared"])), 0)
     k = max(2, len(steps) // 2)
+    extra = (
+        []
+        if positional is None
+        else [("positions.png", f"circuit?{urlencode({'id': positional})}", None)]
+    )
     return [
+        *extra,
         ("browse.png", "browse", None),
         ("circuit.png", f"circuit?{urlencode({'id': alias})}", "induction head"),
         ("compare.png", f"compare?{urlencode({'a': first, 'b': alias})}", None),
@@ -92,7 +103,9 @@ def _views(base_url: str, alias: str) -> list[tuple[str, str, str | None]]:
     ]
 
 
-def capture(data_dir: Path, out_dir: Path, alias: str, chromium: str) -> list[Path]:
+def capture(
+    data_dir: Path, out_dir: Path, alias: str, chromium: str, positional: str | None = None
+) -> list[Path]:
     """Write one screenshot per view into ``out_dir``; returns the files written."""
     from playwright.sync_api import sync_playwright
 
@@ -101,7 +114,7 @@ def capture(data_dir: Path, out_dir: Path, alias: str, chromium: str) -> list[Pa
     with serving(data_dir) as base_url, sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 860})
-        for name, route, hover_label in _views(base_url, alias):
+        for name, route, hover_label in _views(base_url, alias, positional):
             route, _, slider = route.partition("#")
             page.goto(f"{base_url}/ui/#{route}")
             page.wait_for_selector("main[data-state=ready], main[data-state=error]")
@@ -128,9 +141,10 @@ def main() -> None:
     parser.add_argument("data_dir", type=Path)
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--alias", default="toy-induction-final", help="circuit for the views")
+    parser.add_argument("--positional", help="a positional circuit, for positions.png")
     parser.add_argument("--chromium", default="/usr/bin/chromium")
     args = parser.parse_args()
-    for path in capture(args.data_dir, args.out_dir, args.alias, args.chromium):
+    for path in capture(args.data_dir, args.out_dir, args.alias, args.chromium, args.positional):
         print(path)
 
 

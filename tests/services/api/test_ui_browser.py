@@ -163,6 +163,48 @@ def _document(step: int, model: str = MODEL, seed: int = 0) -> CircuitDocument:
     )
 
 
+# A positional circuit (issue 18) of another model: IOI's spans over an 8-token prompt.
+POSITION_LABELS = ("IO", "S1", "S2", "END", "other")
+POSITION_TOKENS = ("When", " Mary", " and", " John", " went", " to", " John", " gave")
+POSITIONAL_EDGES = {  # (edge, position, span) -> score
+    ("input->a0.h3<v>", 3, "S1"): 0.5,
+    ("a0.h3->a1.h3<k>", 6, "S2"): 0.8,
+    ("input->a1.h3<q>", 7, "END"): 0.25,
+    ("a1.h3->logits", 7, "END"): 1.5,
+    ("a1.h0->logits", None, "other"): -0.5,
+}
+
+
+def _positional_document() -> CircuitDocument:
+    from circuitreg.schema.circuit import PositionAxis
+
+    summed: dict[str, float] = {}
+    for (name, _, _), score in POSITIONAL_EDGES.items():
+        summed[name] = summed.get(name, 0.0) + score
+    edges = [Edge.from_name(n, score=v) for n, v in summed.items()]
+    edges += [
+        Edge.from_name(n, score=v, position=p, span=sp)
+        for (n, p, sp), v in POSITIONAL_EDGES.items()
+    ]
+    nodes = sorted({n for e in edges for n in (e.source, e.target)})
+    return CircuitDocument(
+        model=ModelRef(name="toy-ui-pos", n_layers=2, n_heads=4, attn_only=True),
+        task=TaskRef(name="ioi"),
+        method=MethodRef(name=METHOD, params={"positions": "spans"}),
+        components=(
+            *(Component.from_name(n, score=0.1) for n in nodes),
+            Component.from_name("a1.h3", position=7, span="END", score=0.7),
+        ),
+        edges=tuple(edges),
+        positions=PositionAxis(
+            mode="spans",
+            labels=POSITION_LABELS,
+            indices=(1, 3, 6, 7, None),
+            tokens=POSITION_TOKENS,
+        ),
+    )
+
+
 @dataclass(frozen=True)
 class Served:
     """The running server and what was stored in it."""
@@ -221,6 +263,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     store.label_component(MODEL, PREV_HEAD, "previous-token head")
     store.label_component(MODEL, INDUCTION_HEAD, "induction head")
     store.set_alias("ui-final", ids[STEPS[-1]])
+    store.set_alias(
+        "ui-positions", store_document(store, artifacts, _positional_document()).circuit_id
+    )
     store.tag(ids[STEPS[0]], "untrained")
     engine = make_engine(settings.resolved_database_url)
     write_token = create_token(engine, "ui-writer", "write")
@@ -328,6 +373,49 @@ def test_ui_circuit_view_draws_the_induction_heads(
     page.screenshot(path=_artifacts(tmp_path) / "circuit.png")
 
 
+def test_ui_positional_circuit_is_drawn_over_its_prompt(
+    page: Any, served: Served, tmp_path: Path
+) -> None:
+    _open(page, served, "circuit?id=ui-positions")
+    page.wait_for_selector("#circuit-graph[data-view=positions]")
+    assert "positions (spans): IO · S1 · S2 · END · other" in page.inner_text("#position-axis")
+    # One column per position, left to right in prompt order, each headed by its token.
+    tokens = _cy(page, "cy.nodes('.token').map((n) => [n.data('label'), n.position('x')])")
+    assert [label for label, _ in tokens] == [
+        "IO\n Mary",
+        "S1\n John",
+        "S2\n John",
+        "END\n gave",
+        "other\n",
+    ]
+    assert [x for _, x in tokens] == sorted(x for _, x in tokens)
+    column_x = {label.split("\n")[0]: x for label, x in tokens}
+    expected = {f"{n}@{sp}" for (n, _, sp) in POSITIONAL_EDGES}
+    assert set(_cy(page, "cy.edges().map((e) => e.id())")) == expected
+    assert _visible_edges(page) == expected
+    x = dict(_cy(page, "cy.nodes().not('.token').map((n) => [n.id(), n.position('x')])"))
+    y = dict(_cy(page, "cy.nodes().not('.token').map((n) => [n.id(), n.position('y')])"))
+    # Nodes per position: each head once per position it is at, in its position's column...
+    assert {"a0.h3@S1", "a0.h3@S2", "a1.h3@S2", "a1.h3@END", "logits@END"} <= set(x)
+    for node, at in (("a0.h3@S2", "S2"), ("a1.h3@END", "END"), ("a0.h3@S1", "S1")):
+        nearest = min(column_x, key=lambda label: abs(column_x[label] - x[node]))
+        assert nearest == at, (node, nearest)
+    # ... and layered as in the summed drawing: input, layer 0, layer 1, logits upwards.
+    assert y["input@END"] > y["a1.h3@END"] > y["logits@END"]
+    assert y["a0.h3@S2"] > y["a1.h3@S2"]
+    # The score of the head as a positional component, and the edge's span, in the inspector.
+    _cy(page, "cy.getElementById('a0.h3->a1.h3<k>@S2').emit('tap') && true")
+    inspector = page.inner_text("#inspector")
+    assert "S2" in inspector and "0.8000" in inspector and "6" in inspector
+    assert _cy(page, "cy.getElementById('a1.h3@END').data('score')") == 0.7
+    page.screenshot(path=_artifacts(tmp_path) / "positions.png")
+    # Summed over positions it is the ordinary layered circuit of its summed edges.
+    page.select_option("#position-view", "summed")
+    page.wait_for_selector("#circuit-graph[data-view=summed]")
+    assert _visible_edges(page) == {n for (n, _, _) in POSITIONAL_EDGES}
+    assert _cy(page, "cy.getElementById('a0.h3->a1.h3<k>').data('score')") == 0.8
+
+
 def test_ui_undefined_faithfulness_is_shown_with_its_reason(page: Any, served: Served) -> None:
     _open(page, served, f"circuit?id={served.ids[STEPS[0]]}")
     page.wait_for_selector("#faithfulness-value")
@@ -342,9 +430,9 @@ def test_ui_browse_filters_and_pages(page: Any, served: Served, tmp_path: Path) 
     assert rows.count() == 20
     first_page = set(rows.evaluate_all("rs => rs.map((r) => r.dataset.id)"))
     page.click("#next-page")
-    page.wait_for_function("document.querySelectorAll('#circuits-table tbody tr').length === 3")
+    page.wait_for_function("document.querySelectorAll('#circuits-table tbody tr').length === 4")
     second_page = set(rows.evaluate_all("rs => rs.map((r) => r.dataset.id)"))
-    assert not first_page & second_page and len(first_page | second_page) == 23
+    assert not first_page & second_page and len(first_page | second_page) == 24
     assert page.is_disabled("#next-page")
     page.fill("#filter-model", MODEL)
     page.fill("#filter-tag", "untrained")

@@ -212,3 +212,156 @@ export function exportSvg(cy, name) {
   const svg = cy.svg({ full: true, bg: "#ffffff" });
   download(new Blob([svg], { type: "image/svg+xml" }), `${name}.svg`);
 }
+
+// -- positions (issue 18) ------------------------------------------------------------------
+// A positional circuit holds its summed edges (no position) and the positional edges that
+// refine them. `summedEdges` is the circuit over all positions: each name's summed edge, or,
+// for an import whose edges only come at positions, their scores added up.
+export function summedEdges(edges) {
+  const byName = new Map();
+  for (const e of edges) {
+    const seen = byName.get(e.name);
+    if (!e.positional) byName.set(e.name, { ...e, summed: true });
+    else if (!seen) byName.set(e.name, { ...e, position: null, span: null, positional: false });
+    else if (!seen.summed) {
+      seen.score = seen.score === null || e.score === null ? null : seen.score + e.score;
+    }
+  }
+  return [...byName.values()].map(({ summed, ...e }) => e);
+}
+
+// Which column of the axis an entry is at: its span, or its token index's label.
+export function positionLabel(entry) {
+  if (entry.span !== null && entry.span !== undefined) return entry.span;
+  return entry.position === null || entry.position === undefined ? null : String(entry.position);
+}
+
+// The prompt token under a column: tokens[index] where the label has one index.
+function tokenOf(axis, i) {
+  const index = axis.indices[i];
+  return index === null || index === undefined ? "" : (axis.tokens[index] ?? "");
+}
+
+const POSITION_WIDTH = 74; // a node's slot inside a column
+const COLUMN_GAP = 40;
+
+// Positions for the nodes of a positional drawing: one column per axis label (left to right,
+// in prompt order), one row per layer as in `layeredPositions`, each cell's nodes side by side.
+export function positionalPositions(nodes, axis) {
+  const full = nodes.map((n) => ({ ...parseNode(n.name), ...n }));
+  const nLayers = Math.max(-1, ...full.map((n) => n.layer ?? -1)) + 1;
+  const cells = new Map();
+  for (const node of full) {
+    const key = `${node.column}|${row(node, nLayers)}`;
+    if (!cells.has(key)) cells.set(key, []);
+    cells.get(key).push(node);
+  }
+  const widest = axis.labels.map((_, c) =>
+    Math.max(1, ...[...cells.entries()].filter(([k]) => k.startsWith(`${c}|`)).map(([, v]) => v.length)),
+  );
+  const left = [];
+  widest.reduce((x, n, c) => ((left[c] = x), x + n * POSITION_WIDTH + COLUMN_GAP), 0);
+  const positions = {};
+  for (const [key, members] of cells) {
+    const [c, r] = key.split("|").map(Number);
+    members.sort(order);
+    const start = left[c] + ((widest[c] - members.length) * POSITION_WIDTH) / 2;
+    members.forEach((node, i) => {
+      positions[node.id] = { x: start + (i + 0.5) * POSITION_WIDTH, y: (nLayers + 1 - r) * ROW_HEIGHT };
+    });
+  }
+  axis.labels.forEach((_, c) => {
+    positions[`token:${c}`] = { x: left[c] + (widest[c] * POSITION_WIDTH) / 2, y: (nLayers + 2) * ROW_HEIGHT };
+  });
+  return positions;
+}
+
+// Draws a positional circuit over its prompt's tokens: a column per position (axis label,
+// with the token under it), the nodes of each position in it, and the positional edges
+// between them. nodes: [{name, labels?, hookName?}] (role labels by name); components at a
+// position add their score there; edges: the positional edges [{name, source, target,
+// receiver, score, position, span}].
+export function drawPositional(container, axis, components, edges) {
+  const column = new Map(axis.labels.map((label, c) => [label, c]));
+  const byName = new Map(components.filter((c) => !positionLabel(c)).map((c) => [c.name, c]));
+  const nodes = new Map();
+  const place = (name, label, extra = {}) => {
+    const id = `${name}@${label}`;
+    if (!nodes.has(id)) {
+      const known = byName.get(name) || {};
+      nodes.set(id, { ...known, score: null, name, id, column: column.get(label), at: label });
+    }
+    Object.assign(nodes.get(id), extra);
+    return id;
+  };
+  for (const c of components) {
+    const label = positionLabel(c);
+    if (label !== null && column.has(label)) place(c.name, label, { score: c.score, position: c.position, span: c.span });
+  }
+  const positional = edges.filter((e) => column.has(positionLabel(e)));
+  const maxAbs = Math.max(0, ...positional.map((e) => Math.abs(e.score ?? 0)));
+  const edgeElements = positional.map((e) => {
+    const label = positionLabel(e);
+    return {
+      group: "edges",
+      data: {
+        ...e,
+        id: `${e.name}@${label}`,
+        source: place(e.source, label, { position: e.position, span: e.span }),
+        target: place(e.target, label, { position: e.position, span: e.span }),
+        edgeSource: e.source,
+        edgeTarget: e.target,
+        rlabel: e.receiver ? e.receiver.toLowerCase() : "",
+        width: edgeWidth(e.score, maxAbs),
+        color: signColour(e.score),
+      },
+    };
+  });
+  const positions = positionalPositions([...nodes.values()], axis);
+  const elements = [
+    ...axis.labels.map((label, c) => ({
+      group: "nodes",
+      data: { id: `token:${c}`, label: `${label}\n${tokenOf(axis, c)}`, at: label, token: tokenOf(axis, c) },
+      position: positions[`token:${c}`],
+      classes: "token",
+      locked: true,
+    })),
+    ...[...nodes.values()].map((n) => {
+      const labels = n.labels || [];
+      return {
+        group: "nodes",
+        data: { ...parseNode(n.name), ...n, label: [n.name, ...labels].join("\n") },
+        position: positions[n.id],
+        classes: labels.length ? "labelled" : "",
+        locked: true,
+      };
+    }),
+    ...edgeElements,
+  ];
+  const cy = window.cytoscape({
+    container,
+    elements,
+    style: [...STYLE, ...POSITION_STYLE],
+    layout: { name: "preset", fit: true, padding: 30 },
+    autoungrabify: true,
+  });
+  cy.maxAbsScore = maxAbs;
+  return cy;
+}
+
+const POSITION_STYLE = [
+  { selector: "node.labelled", style: { width: 70, height: 40, "font-size": 9 } },
+  {
+    selector: "node.token",
+    style: {
+      shape: "round-rectangle",
+      width: 66,
+      height: 34,
+      "background-color": "#fff8dc",
+      "border-color": "#b8a36a",
+      "font-family": "monospace",
+      "font-size": 10,
+      events: "no",
+    },
+  },
+];

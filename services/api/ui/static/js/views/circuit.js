@@ -1,19 +1,29 @@
 // Circuit view: the layered graph of one circuit, an importance threshold, an inspector for the
 // hovered node/edge, and the circuit's validation results (faithfulness curve, control table).
+// A positional circuit (issue 18) is drawn over its prompt's tokens, a column per position,
+// or summed over positions (the "positions" switch).
 import { allPages, gql } from "../api.js";
 import { curveChart } from "../chart.js";
 import { faithfulness, h, num, table } from "../dom.js";
-import { applyThreshold, attachInspector, drawGraph } from "../graph.js";
+import {
+  applyThreshold,
+  attachInspector,
+  drawGraph,
+  drawPositional,
+  positionLabel,
+  summedEdges,
+} from "../graph.js";
 
 const META = `query Meta($id: String!) { circuit(id: $id) {
   id modelName taskName checkpoint step method ablation metric nEdges nComponents faithfulness
-  faithfulnessGap faithfulnessUndefined tags aliases } }`;
+  faithfulnessGap faithfulnessUndefined tags aliases
+  positions { mode labels indices tokens } } }`;
 export const COMPONENTS = `query C($id: String!, $first: Int!, $after: String) { circuit(id: $id) {
   components(first: $first, after: $after) { pageInfo { hasNextPage endCursor }
-  nodes { name kind layer head hookName score labels } } } }`;
+  nodes { name kind layer head position span hookName score labels } } } }`;
 export const EDGES = `query E($id: String!, $first: Int!, $after: String) { circuit(id: $id) {
   edges(first: $first, after: $after) { pageInfo { hasNextPage endCursor }
-  nodes { name source target receiver score } } } }`;
+  nodes { name source target receiver score position span positional } } } }`;
 const VALIDATION = `query V($id: String!, $first: Int!, $after: String) { circuit(id: $id) {
   validation(first: $first, after: $after) { pageInfo { hasNextPage endCursor }
   nodes { name ablation metric corruption values passed } } } }`;
@@ -71,7 +81,15 @@ export async function render(root, params, app) {
     allPages(EDGES, { id }, (d) => d.circuit.edges),
     allPages(VALIDATION, { id }, (d) => d.circuit.validation),
   ]);
-  const shown = h("span", { id: "edges-shown" }, String(edges.length));
+  const axis = meta.positions;
+  const summed = summedEdges(edges);
+  const shown = h("span", { id: "edges-shown" }, String(axis ? 0 : summed.length));
+  const modes = h(
+    "select",
+    { id: "position-view" },
+    h("option", { value: "positions" }, "by position (over the prompt)"),
+    h("option", { value: "summed" }, "summed over positions"),
+  );
   const slider = h("input", { type: "range", id: "threshold", min: 0, max: 1, step: 0.01, value: 0 });
   const cut = h("span", { id: "threshold-value" }, "0.00");
   const graphBox = h("div", { class: "graph", id: "circuit-graph" });
@@ -93,6 +111,7 @@ export async function render(root, params, app) {
         meta.aliases.length ? ` · aliases ${meta.aliases.join(", ")}` : "",
         meta.tags.length ? ` · tags ${meta.tags.join(", ")}` : "",
       ),
+      axis ? axisLine(axis, modes) : null,
       h(
         "label",
         { class: "threshold" },
@@ -125,13 +144,44 @@ export async function render(root, params, app) {
       ),
     ),
   );
-  const cy = drawGraph(graphBox, components, edges);
-  attachInspector(cy, inspector);
+  let cy = null;
+  const draw = () => {
+    if (cy) cy.destroy();
+    const byPosition = axis && modes.value === "positions";
+    graphBox.dataset.view = byPosition ? "positions" : "summed";
+    cy = byPosition
+      ? drawPositional(graphBox, axis, components, edges.filter((e) => e.positional))
+      : drawGraph(graphBox, oneByName(components), summed);
+    attachInspector(cy, inspector, (el) => [
+      ["position", el.data("position")],
+      ["span", el.data("span")],
+    ]);
+    shown.textContent = String(applyThreshold(cy, Number(slider.value)));
+    app.setGraph(cy, `circuit-${meta.id}`);
+  };
+  draw();
+  modes.addEventListener("change", draw);
   slider.addEventListener("input", () => {
     cut.textContent = Number(slider.value).toFixed(2);
     shown.textContent = String(applyThreshold(cy, Number(slider.value)));
   });
-  app.setGraph(cy, `circuit-${meta.id}`);
+}
+
+// One node per component name (its unpositioned entry where it has one), for the summed drawing.
+function oneByName(components) {
+  const byName = new Map();
+  for (const c of components) if (!byName.has(c.name) || !positionLabel(c)) byName.set(c.name, c);
+  return [...byName.values()];
+}
+
+// The position axis of a positional circuit, and the switch between drawings.
+function axisLine(axis, modes) {
+  return h(
+    "p",
+    { class: "small", id: "position-axis" },
+    `positions (${axis.mode}): ${axis.labels.join(" · ")} · `,
+    h("label", {}, "draw ", modes),
+  );
 }
 
 export function legend(...extra) {

@@ -3,7 +3,7 @@
 // that checkpoint's scores), edges that appeared there are haloed green, absent ones hidden.
 import { allPages } from "../api.js";
 import { h, viewLink } from "../dom.js";
-import { attachInspector, drawGraph, edgeWidth, signColour } from "../graph.js";
+import { attachInspector, drawGraph, edgeWidth, signColour, summedEdges } from "../graph.js";
 import { parseEdge } from "../names.js";
 import { COMPONENTS, EDGES, legend } from "./circuit.js";
 
@@ -60,7 +60,8 @@ export async function render(root, params, app) {
   const scoresAt = async (step) => {
     if (!scores.has(step.circuitId)) {
       const stepEdges = await allPages(EDGES, { id: step.circuitId }, (d) => d.circuit.edges);
-      scores.set(step.circuitId, new Map(stepEdges.map((e) => [e.name, e.score])));
+      // summed over positions: a positional circuit's edges refine its summed ones
+      scores.set(step.circuitId, new Map(summedEdges(stepEdges).map((e) => [e.name, e.score])));
     }
     return scores.get(step.circuitId);
   };
