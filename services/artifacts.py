@@ -6,6 +6,10 @@ go to one safetensors file per circuit (float64 scores, edge names in the header
 written through numpy, no torch) in a directory or any fsspec URL (``s3://...``,
 ``memory://...``).
 
+A positional run's dense ``[n_edges, Q]`` scores (one per edge and position label) are a
+second artifact of the same circuit, ``<sha256>.positions.safetensors``
+(``circuitreg.services.positional_scores`` encodes them; ``write_bytes`` stores them).
+
 Files are content-addressed: the name is the SHA-256 of the bytes, so a URI alone says
 what it must contain (``ArtifactRef.from_uri``), re-storing the same scores writes nothing
 new, and a damaged or swapped file is detected on read. Local writes go to a temporary
@@ -31,7 +35,9 @@ from safetensors.numpy import load as load_safetensors
 from safetensors.numpy import save as save_safetensors
 
 ARTIFACT_FORMAT = "circuitreg-dense-scores/1"
-_NAME = re.compile(r"(?P<sha>[0-9a-f]{64})\.safetensors$")
+_NAME = re.compile(r"(?P<sha>[0-9a-f]{64})(?P<kind>\.positions)?\.safetensors$")
+POSITIONAL_SUFFIX = ".positions.safetensors"
+"""Name ending of a positional run's dense ``[n_edges, Q]`` scores (``positional_scores``)."""
 
 
 class ArtifactError(RuntimeError):
@@ -104,9 +110,6 @@ class ArtifactStore:
         self.base_url = base_url.rstrip("/")
         self._fs, self._root = fsspec.core.url_to_fs(self.base_url)
 
-    def _uri(self, circuit_id: str, sha256: str) -> str:
-        return f"{self.base_url}/{circuit_id}/{sha256}.safetensors"
-
     def put_scores(
         self, circuit_id: str, edge_names: Sequence[str], scores: Sequence[float]
     ) -> ArtifactRef:
@@ -117,13 +120,22 @@ class ArtifactStore:
         self, circuit_id: str, edge_names: Sequence[str], scores: Sequence[float]
     ) -> tuple[ArtifactRef, bool]:
         """Like ``put_scores``, also saying whether the file was new (False: already there)."""
+        return self.write_bytes(circuit_id, encode_scores(circuit_id, edge_names, scores))
+
+    def write_bytes(
+        self, circuit_id: str, data: bytes, suffix: str = ".safetensors"
+    ) -> tuple[ArtifactRef, bool]:
+        """Store encoded artifact bytes under the circuit, named by their SHA-256 and
+        ``suffix`` (``.safetensors``, or ``POSITIONAL_SUFFIX`` for positional scores); say
+        whether the file was new."""
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", circuit_id):
             raise ArtifactError(f"circuit id {circuit_id!r} is not a safe file name")
-        data = encode_scores(circuit_id, edge_names, scores)
+        if suffix not in (".safetensors", POSITIONAL_SUFFIX):
+            raise ArtifactError(f"artifact suffix {suffix!r} is not .safetensors or positional")
         sha = hashlib.sha256(data).hexdigest()
-        ref = ArtifactRef(uri=self._uri(circuit_id, sha), sha256=sha)
+        ref = ArtifactRef(uri=f"{self.base_url}/{circuit_id}/{sha}{suffix}", sha256=sha)
         directory = f"{self._root}/{circuit_id}"
-        path = f"{directory}/{sha}.safetensors"
+        path = f"{directory}/{sha}{suffix}"
         if self._fs.exists(path):
             return ref, False
         self._fs.makedirs(directory, exist_ok=True)

@@ -3,7 +3,9 @@
 ``circuitreg discover --model SPEC --task SPEC --method NAME --param k=v ... --out c.json``
 loads the model, builds the task, scores every edge with the method, selects a circuit
 (``--top-k``, ``--threshold``, ``--greedy`` or ``--optimal``; ACDC's own circuit when none is
-given) and writes the interchange document. Heavy imports happen inside the commands.
+given) and writes the interchange document (``--store``: into the registry too).
+``--positions index|spans`` scores every edge at every position; the dense positional
+scores go beside the document. Heavy imports happen inside the commands.
 """
 
 from __future__ import annotations
@@ -77,8 +79,13 @@ def run_discovery(
     device: str | None = None,
     seed: int = 0,
     show_progress: bool = True,
+    store: bool = False,
 ) -> Any:
     """Everything ``discover`` does; returns the written ``CircuitDocument``.
+
+    A positional run also writes its dense ``[n_edges, Q]`` scores beside ``out``
+    (``cli/positional.py``); ``store`` puts the circuit, its dense scores and its positional
+    ones into the configured registry as well.
 
     With ``show_progress`` every step says what it is doing on stderr before it starts, so
     the seconds spent importing torch or loading a model are not silent.
@@ -88,23 +95,17 @@ def run_discovery(
     import torch
     import transformer_lens.model_bridge  # noqa: F401  (seconds of import, announced)
 
+    from circuitreg.cli.positional import store_with_positions, write_positional_file
     from circuitreg.workers.graph import ComputationalGraph
     from circuitreg.workers.methods.base import to_document
+    from circuitreg.workers.methods.positional_document import positional_scores, prompt_tokens
     from circuitreg.workers.methods.registry import default_registry
     from circuitreg.workers.models import load_model
     from circuitreg.workers.tasks.base import TaskContext
     from circuitreg.workers.tasks.registry import build_task
 
-    registry = default_registry()
-    info = registry.get(method)
-    if "positions" in params and "positions" not in info.config_cls.model_fields:
-        positional = [
-            n for n in registry.names() if "positions" in registry.get(n).config_cls.model_fields
-        ]
-        raise ValueError(
-            f"method {method!r} does not score positions; methods that do: {', '.join(positional)}"
-        )
-    config = info.config(params)
+    info = default_registry().get(method)
+    config = info.config(params)  # a method that scores no positions refuses the option
     selection = _selection(top_k, threshold, greedy, optimal, time_limit)
     torch.manual_seed(seed)
     steps.say(f"loading model {model_spec}")
@@ -126,26 +127,19 @@ def run_discovery(
         task,
         seed=seed,
         device=str(loaded.device),
-        prompt_tokens=_prompt_tokens(loaded.bridge, task),
+        prompt_tokens=prompt_tokens(loaded.bridge, task),
     )
-    write_document(document, out)
+    positional = None
     if result.position_scores is not None and result.positions is not None:
-        from circuitreg.workers.methods.positional_document import dense_positional_file
-
-        dense = dense_positional_file(out, graph, result.positions, result.position_scores)
-        steps.say(f"dense positional scores {tuple(result.position_scores.shape)} -> {dense}")
+        positional = positional_scores(graph, result.positions, result.position_scores)
+        document, dense = write_positional_file(out, document, positional)
+        steps.say(f"dense positional scores {positional.scores.shape} -> {dense}")
+    write_document(document, out)
+    if store:
+        steps.say("storing the circuit in the registry")
+        stored = store_with_positions(document, positional)
+        steps.say(f"stored {stored.stored.circuit_id}")
     return document
-
-
-def _prompt_tokens(bridge: Any, task: TaskData) -> list[str] | None:
-    """The first clean prompt's tokens as text, where the model has a tokenizer."""
-    tokenizer = getattr(bridge, "tokenizer", None)
-    if tokenizer is None:
-        return None
-    try:
-        return [str(tokenizer.decode([t])) for t in task.clean[0].tolist()]
-    except (ValueError, TypeError, KeyError, IndexError):
-        return None
 
 
 def _score(
@@ -195,6 +189,9 @@ def discover(
         help="Score every edge per position: index (token t of every prompt) or spans (the "
         "task's named spans, e.g. S1/IO/S2/END; prompts align by span).",
     ),
+    store: bool = typer.Option(
+        False, help="Also store the circuit (and its dense scores) in the configured registry."
+    ),
 ) -> None:
     """Score every edge with a method and write the selected circuit."""
     params = parse_params(param)
@@ -209,7 +206,7 @@ def discover(
             model, task, method, params, out,
             top_k=top_k, threshold=threshold, greedy=greedy,
             optimal=optimal, time_limit=time_limit,
-            device=device, seed=seed, show_progress=not quiet,
+            device=device, seed=seed, show_progress=not quiet, store=store,
         )  # fmt: skip
     except (ValueError, KeyError, RuntimeError) as exc:
         fail(exc)

@@ -2,8 +2,10 @@
 
 ``import`` reads any supported format (detected from the content unless ``--format``),
 stores the circuit's own edges in the graph store and the dense scores of every edge in
-the artifact store, and prints the circuit id. ``export`` merges them back and writes the
-file. Errors print one line saying where in the file and what, and exit with status 2.
+the artifact store (a positional document from ``discover`` also its dense positional
+scores, from the file beside it), and prints the circuit id. ``export`` merges them back
+and writes the file. Errors print one line saying where in the file and what, and exit with
+status 2.
 """
 
 from __future__ import annotations
@@ -52,13 +54,10 @@ def import_circuit(
     ] = False,
 ) -> None:
     """Import a circuit file into the registry and print its id."""
+    from circuitreg.cli.positional import read_positional_file
     from circuitreg.services.artifacts import ArtifactError, ArtifactStore
-    from circuitreg.services.interchange import (
-        ImportOptions,
-        InterchangeError,
-        import_file,
-        store_document,
-    )
+    from circuitreg.services.interchange import ImportOptions, InterchangeError, import_file
+    from circuitreg.services.positional_scores import store_positional_document
     from circuitreg.services.stores.common import StoreError
     from circuitreg.services.stores.factory import open_store
 
@@ -73,16 +72,22 @@ def import_circuit(
     except InterchangeError as exc:
         typer.echo(f"error: {file}: {exc}", err=True)
         raise typer.Exit(2) from None
+    try:  # a positional document from ``discover`` names its dense scores beside it
+        positional = read_positional_file(file, doc)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     store = open_store(settings)
     try:
         store.migrate()
-        stored = store_document(store, ArtifactStore(settings.resolved_artifact_url), doc)
+        artifacts = ArtifactStore(settings.resolved_artifact_url)
+        stored = store_positional_document(store, artifacts, doc, positional)
     except (ArtifactError, StoreError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     finally:
         store.close()
-    typer.echo(stored.circuit_id)
+    typer.echo(stored.stored.circuit_id)
 
 
 def export_circuit(

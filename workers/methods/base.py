@@ -107,6 +107,8 @@ class MethodConfig(BaseModel):
         if named != cls.method_name:
             raise ConfigError(f"parameters are for method {named!r}, not {cls.method_name!r}")
         unknown = sorted(set(data) - set(cls.model_fields))
+        if "positions" in unknown:
+            raise ConfigError(_no_positions(cls.method_name))
         if unknown:
             raise ConfigError(
                 f"unknown parameter(s) {', '.join(unknown)} for method {cls.method_name!r}; "
@@ -238,6 +240,15 @@ def default_selection(result: ScoreResult, graph: ComputationalGraph) -> Selecti
     if result.circuit is not None:
         return result.circuit.bool().cpu()
     return Selection("top_k", min(DEFAULT_TOP_K, graph.n_edges))
+
+
+def _no_positions(method: str) -> str:
+    """Why ``positions`` is refused, naming the methods that take it (CLI and job params)."""
+    from circuitreg.workers.methods.registry import default_registry
+
+    registry = default_registry()
+    takes = [n for n in registry.names() if "positions" in registry.get(n).config_cls.model_fields]
+    return f"method {method!r} does not score positions; methods that do: {', '.join(takes)}"
 
 
 def to_document(

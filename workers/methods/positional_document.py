@@ -5,8 +5,9 @@ A positional run scores ``n_edges x Q`` positional edges (519,856 for GPT-2 smal
 tokens); a document holding all of them would be most of a gigabyte of JSON objects. So the
 document keeps every summed edge as an unpositioned run does, plus only the positional edges
 its selection keeps, each with its span (``spans`` mode) and its token index where every
-prompt has it at the same one; the dense ``[n_edges, Q]`` scores stay on the result (the CLI
-writes them beside the document, ``dense_positional_file``).
+prompt has it at the same one; the dense ``[n_edges, Q]`` scores stay on the result and go to
+an artifact (``positional_scores``: the CLI writes it beside the document, the worker and
+``--store`` to the artifact store, named in the stored provenance).
 
 The positional selection is the run's selection applied to the positional scores: the ``k``
 largest |score| (``top_k``), those at or above a threshold (``threshold``), or the method's
@@ -19,8 +20,7 @@ recorded selection says so.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -28,6 +28,10 @@ from circuitreg.schema.circuit import Component, Edge, PositionAxis
 from circuitreg.workers.graph import ComputationalGraph
 from circuitreg.workers.methods.selection import Selection
 from circuitreg.workers.positions import PositionMap
+
+if TYPE_CHECKING:
+    from circuitreg.services.positional_scores import PositionalScores
+    from circuitreg.workers.tasks.base import TaskData
 
 
 def position_axis(positions: PositionMap, tokens: Sequence[str] = ()) -> PositionAxis:
@@ -93,22 +97,32 @@ def positional_entries(
     return tuple(edges), tuple(components.values())
 
 
-def dense_positional_file(path: Path, graph: ComputationalGraph, positions: PositionMap,
-                          scores: torch.Tensor) -> Path:  # fmt: skip
-    """Write the dense ``[n_edges, Q]`` scores beside a document (``.positions.safetensors``:
-    float32 tensor ``scores``, the edge names and position labels in the header) and return
-    its path. Written to a temporary name and renamed, so a reader never sees half a file."""
-    import json
+def positional_scores(
+    graph: ComputationalGraph, positions: PositionMap, scores: torch.Tensor
+) -> PositionalScores:
+    """The run's dense ``[n_edges, Q]`` scores as the artifact the stores keep beside the
+    document (``circuitreg.services.positional_scores``: float32, edge names and labels)."""
+    from circuitreg.services.positional_scores import PositionalScores
 
-    from safetensors.torch import save_file
+    graph_shape = (graph.n_edges, positions.size)
+    if tuple(scores.shape) != graph_shape:
+        raise ValueError(f"positional scores {tuple(scores.shape)}, expected {graph_shape}")
+    return PositionalScores(
+        edge_names=tuple(graph.edges),
+        labels=positions.labels,
+        mode=positions.mode,
+        indices=positions.indices,
+        scores=scores.detach().float().cpu().numpy(),
+    )
 
-    target = path.with_name(path.stem + ".positions.safetensors")
-    partial = path.with_name(path.stem + ".positions.partial")
-    metadata = {
-        "edges": json.dumps(list(graph.edges)),
-        "labels": json.dumps(list(positions.labels)),
-        "mode": positions.mode,
-    }
-    save_file({"scores": scores.detach().float().cpu().contiguous()}, str(partial), metadata)
-    partial.replace(target)
-    return target
+
+def prompt_tokens(bridge: Any, task: TaskData) -> list[str] | None:
+    """The first clean prompt's tokens as text, where the model has a tokenizer (else None:
+    the document's axis then shows the token ids)."""
+    tokenizer = getattr(bridge, "tokenizer", None)
+    if tokenizer is None:
+        return None
+    try:
+        return [str(tokenizer.decode([t])) for t in task.clean[0].tolist()]
+    except (ValueError, TypeError, KeyError, IndexError):
+        return None

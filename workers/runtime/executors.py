@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from circuitreg.services.artifacts import ArtifactStore
 from circuitreg.services.db.retry import retry_transient
-from circuitreg.services.interchange.stored import load_document, store_document
+from circuitreg.services.interchange.stored import load_document
+from circuitreg.services.positional_scores import store_positional_document
 from circuitreg.services.queue import JobRecord, JobSpec
 from circuitreg.services.stores.types import GraphStore
 
@@ -124,6 +125,7 @@ class JobExecutor:
         import torch
 
         from circuitreg.workers.methods.base import to_document
+        from circuitreg.workers.methods.positional_document import positional_scores, prompt_tokens
         from circuitreg.workers.methods.registry import default_registry
 
         spec = job.spec
@@ -153,18 +155,28 @@ class JobExecutor:
             seed=seed,
             job_id=job.id,
             device=self.device,
+            prompt_tokens=prompt_tokens(loaded.bridge, task),
         )
+        positional = None  # a positional run's dense [n_edges, Q] scores, beside the dense ones
+        if result.position_scores is not None and result.positions is not None:
+            positional = positional_scores(graph, result.positions, result.position_scores)
         progress(0.96, f"storing circuit {doc.id}")
         stored = retry_transient(
-            lambda: store_document(self.store, self.artifacts, doc, job_id=job.id),
+            lambda: store_positional_document(
+                self.store, self.artifacts, doc, positional, job_id=job.id
+            ),
             self.db_retry_seconds,
         )
-        circuit_id = stored.circuit_id
         return {
-            "circuit_id": circuit_id,
+            "circuit_id": stored.stored.circuit_id,
             "n_edges": len(doc.circuit_edges()),
             "n_components": len(doc.circuit_components()),
             "warnings": list(result.extra.get("warnings", [])),  # e.g. an unfaithful circuit
+            **(
+                {"positional_scores": stored.positional_scores.uri}
+                if stored.positional_scores is not None
+                else {}
+            ),
         }
 
     def _sharded(
@@ -179,12 +191,15 @@ class JobExecutor:
     ) -> Any:
         """Score on Ray in ``shards`` prompt shards (``sharding``); bad requests are spec errors."""
         from circuitreg.settings import get_settings
+        from circuitreg.workers.positions import PositionMap
         from circuitreg.workers.runtime.sharding import ShardingError, sharded_result
 
+        mode = getattr(config, "positions", None)
         try:
             return sharded_result(
                 model, task_spec, method, config, graph, task.n_examples, shards, self.device,
                 address=get_settings().ray_address,
+                positions=PositionMap.for_task(task, mode) if mode else None,
             )  # fmt: skip
         except ShardingError as exc:
             raise JobSpecError(f"params.shards: {exc}") from None

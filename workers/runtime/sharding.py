@@ -8,6 +8,11 @@ address in production (``CIRCUITREG_RAY_ADDRESS``), one GPU per shard where the 
 CUDA. A shard whose worker process dies is retried by Ray (``max_retries``); the others are
 not rerun.
 
+A positional run (``positions=index|spans``) reduces the same way: each shard's
+``[n_edges, Q]`` scores are means over its prompts at the same position labels (the labels
+come from the task, not the prompts: token indices, or span names plus ``other``), and the
+result carries the whole task's ``PositionMap``.
+
 Methods whose scores are not sums over prompts (ACDC's sequential decisions, mask pruning's
 optimisation), and mean ablation (its means are taken over all prompts), are refused by
 name rather than sharded approximately.
@@ -27,6 +32,7 @@ import numpy as np
 if TYPE_CHECKING:
     from circuitreg.workers.graph import ComputationalGraph
     from circuitreg.workers.methods.base import MethodConfig, ScoreResult
+    from circuitreg.workers.positions import PositionMap
 
 SHARDABLE_METHODS = ("eap", "eap_ig")
 SHARD_RETRIES = 3
@@ -62,6 +68,7 @@ class ShardScores:
     n_backward: int
     seconds: float
     pid: int
+    position_scores: np.ndarray | None = None
 
 
 def shard_bounds(n_examples: int, n_shards: int) -> list[tuple[int, int]]:
@@ -111,6 +118,9 @@ def score_shard(request: ShardRequest) -> ShardScores:
         n_backward=result.n_backward,
         seconds=result.seconds,
         pid=os.getpid(),
+        position_scores=None
+        if result.position_scores is None
+        else result.position_scores.detach().double().cpu().numpy(),
     )
 
 
@@ -123,6 +133,19 @@ def reduce_shards(shards: list[ShardScores]) -> tuple[np.ndarray, int, int]:
         sum(s.n_forward for s in shards),
         sum(s.n_backward for s in shards),
     )
+
+
+def reduce_positional(shards: list[ShardScores]) -> np.ndarray | None:
+    """Prompt-weighted mean of the shards' ``[n_edges, Q]`` scores (None where unpositioned)."""
+    if all(s.position_scores is None for s in shards):
+        return None
+    found = [s.position_scores for s in shards]
+    if any(f is None for f in found) or len({f.shape for f in found if f is not None}) != 1:
+        raise ShardingError("shards disagree on positional scores: " + ", ".join(
+            "none" if f is None else str(f.shape) for f in found))  # fmt: skip
+    weights = np.array([s.n_examples for s in shards], dtype=np.float64)
+    stacked = np.stack([f for f in found if f is not None])
+    return np.asarray(np.average(stacked, axis=0, weights=weights))
 
 
 ShardFn = Callable[[ShardRequest], ShardScores]
@@ -165,8 +188,11 @@ def sharded_result(
     *,
     address: str | None = None,
     shard_fn: ShardFn = score_shard,
+    positions: PositionMap | None = None,
 ) -> ScoreResult:
-    """The method's ``ScoreResult`` over all prompts, computed as ``n_shards`` Ray tasks."""
+    """The method's ``ScoreResult`` over all prompts, computed as ``n_shards`` Ray tasks.
+
+    ``positions`` is the whole task's ``PositionMap`` for a positional config."""
     import torch
 
     from circuitreg.workers.methods.base import ScoreResult
@@ -186,6 +212,12 @@ def sharded_result(
     if scores.shape != (graph.n_edges,):
         raise ShardingError(f"shards scored {scores.shape} edges; the graph has {graph.n_edges}")
     edge_scores = torch.from_numpy(scores).float()
+    positional = reduce_positional(shards)
+    if positional is not None and (
+        positions is None or positional.shape != (graph.n_edges, positions.size)
+    ):
+        want = None if positions is None else (graph.n_edges, positions.size)
+        raise ShardingError(f"shards scored positions {positional.shape}; expected {want}")
     return ScoreResult(
         edge_scores=edge_scores,
         method=method,
@@ -201,4 +233,6 @@ def sharded_result(
             ],
             "executed_on": "ray",
         },
+        position_scores=None if positional is None else torch.from_numpy(positional).float(),
+        positions=positions if positional is not None else None,
     )
