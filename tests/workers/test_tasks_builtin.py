@@ -14,7 +14,7 @@ from transformers import PreTrainedTokenizerFast
 from circuitreg.workers.engine import InterventionEngine
 from circuitreg.workers.graph import ComputationalGraph
 from circuitreg.workers.tasks import generators
-from circuitreg.workers.tasks.base import TaskContext, TaskError, parse_task_spec
+from circuitreg.workers.tasks.base import TaskContext, TaskData, TaskError, parse_task_spec
 from circuitreg.workers.tasks.induction import induction_task
 from circuitreg.workers.tasks.registry import build_task, default_registry
 
@@ -203,3 +203,68 @@ def test_ioi_names_its_spans_by_role(word_tokenizer: PreTrainedTokenizerFast) ->
         assert at["END"] == int(task.positions[row, 0])
     ends = {int((index[r] == 3).nonzero()[0, 0]) for r in range(task.n_examples)}
     assert len(ends) > 1  # prompts of different lengths
+
+
+def _first_token(task: TaskData, name: str, row: int) -> int:
+    assert task.spans is not None
+    number = task.spans.names.index(name)
+    return int((task.spans.index[row] == number).nonzero()[0, 0])
+
+
+def test_greater_than_names_the_start_year_and_the_read_position(
+    word_tokenizer: PreTrainedTokenizerFast,
+) -> None:
+    context = TaskContext(d_vocab=len(word_tokenizer), tokenizer=word_tokenizer)
+    task = build_task("greater_than:n=6,seed=2", context=context)
+    assert task.spans is not None and task.spans.names == ("YY", "END")
+    for row in range(task.n_examples):
+        year = int(str(word_tokenizer.decode(task.answers[row]))) - 1
+        # this word-level tokenizer keeps "17YY" whole: the span is the token holding YY
+        held = str(word_tokenizer.decode(task.clean[row, _first_token(task, "YY", row)]))
+        assert held.endswith(f"{year:02d}")
+        assert _first_token(task, "END", row) == int(task.positions[row, 0])
+
+
+def test_docstring_names_the_arguments_where_they_are_defined_and_documented(
+    word_tokenizer: PreTrainedTokenizerFast,
+) -> None:
+    context = TaskContext(d_vocab=len(word_tokenizer), tokenizer=word_tokenizer)
+    task = build_task("docstring:n=6,seed=4", context=context)
+    assert task.spans is not None
+    assert task.spans.names == ("A-def", "B-def", "C-def", "A-doc", "B-doc", "END")
+    assert task.distractors is not None
+    for row in range(task.n_examples):
+        tokens = task.clean[row]
+        at = {name: _first_token(task, name, row) for name in task.spans.names}
+        assert tokens[at["C-def"]] == task.answers[row, 0]  # the argument to predict
+        assert tokens[at["A-def"]] == tokens[at["A-doc"]] == task.distractors[row, 0]
+        assert tokens[at["B-def"]] == tokens[at["B-doc"]]
+        assert at["END"] == int(task.positions[row, 0])
+        # the corruption renames the def line's arguments, at the same positions
+        assert task.corrupted[row, at["A-def"]] != tokens[at["A-def"]]
+        assert task.corrupted[row, at["A-doc"]] == tokens[at["A-doc"]]
+
+
+class _NoOffsets:
+    """A tokenizer that encodes and decodes but gives no character offsets (as slow ones)."""
+
+    def __init__(self, inner: PreTrainedTokenizerFast) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+    def __call__(self, *args: object, **kwargs: object) -> object:
+        raise NotImplementedError("return_offsets_mapping is not available")
+
+
+def test_without_offsets_the_offset_tasks_name_no_spans(
+    word_tokenizer: PreTrainedTokenizerFast,
+) -> None:
+    plain = TaskContext(d_vocab=len(word_tokenizer), tokenizer=word_tokenizer)
+    context = TaskContext(d_vocab=len(word_tokenizer), tokenizer=_NoOffsets(word_tokenizer))
+    for name in ("greater_than", "docstring"):
+        task = build_task(f"{name}:n=4,seed=1", context=context)
+        same = build_task(f"{name}:n=4,seed=1", context=plain)
+        assert task.spans is None and same.spans is not None
+        assert torch.equal(task.clean, same.clean) and torch.equal(task.corrupted, same.corrupted)

@@ -8,10 +8,15 @@ Each generator is seeded, and states its corruption:
   -> `` Mary`` (distractor `` John``). Corruption ``abc``: all three names replaced by other
   names, which removes the name-mover signal while keeping the template.
 - Greater-than (Hanna et al. 2023): ``The war lasted from the year 17YY to the year 17`` ->
-  ``YY+1`` (distractor ``YY-1``). Corruption ``01``: the start year becomes ``1701``.
+  ``YY+1`` (distractor ``YY-1``). Corruption ``01``: the start year becomes ``1701``. Spans:
+  YY (the token(s) holding the start year's two digits) and END.
 - Docstring (Heimersheim & Janiak 2023): a function whose docstring lists ``:param`` lines for
   its arguments in order; the answer is the next argument name, the distractor another one.
-  Corruption: the arguments in the ``def`` line are renamed.
+  Corruption: the arguments in the ``def`` line are renamed. Spans: A-def, B-def, C-def (the
+  ``def`` line's arguments), A-doc, B-doc (the documented names) and END.
+
+Greater-than's and docstring's spans come from the tokenizer's character offsets
+(``token_ranges``); a tokenizer without offsets gives those tasks no spans.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import random
 
 from circuitreg.workers.tasks.base import TaskContext, TaskData, TaskError
+from circuitreg.workers.tasks.prompt_spans import token_ranges
 from circuitreg.workers.tasks.text import PromptPair, build_from_pairs, is_single_token
 
 NAMES = [
@@ -132,17 +138,15 @@ def greater_than_task(context: TaskContext, n: int = 64, seed: int = 0) -> TaskD
         raise TaskError("no two-digit year with single-token neighbours in this tokenizer")
     rng = random.Random(seed)
     pairs = []
-    for _ in range(n):
+    prefix = "The war lasted from the year 17"
+    for i in range(n):
         yy = rng.choice(candidates)
-        prefix = "The war lasted from the year 17"
-        pairs.append(
-            PromptPair(
-                f"{prefix}{yy} to the year 17",
-                f"{prefix}01 to the year 17",
-                f"{int(yy) + 1:02d}",
-                f"{int(yy) - 1:02d}",
-            )
-        )
+        clean = f"{prefix}{yy} to the year 17"
+        at = len(prefix)  # YY: the start year's last two digits; END: the read position
+        chars = {"YY": (at, at + 2), "END": (len(clean) - 1, len(clean))}
+        spans = token_ranges(context, clean, chars, f"greater_than example {i}")
+        pairs.append(PromptPair(clean, f"{prefix}01 to the year 17", f"{int(yy) + 1:02d}",
+                                f"{int(yy) - 1:02d}", spans))  # fmt: skip
     return build_from_pairs(
         "greater_than", {"n": n, "seed": seed}, pairs, context, "greater_than/01: start year 1701"
     )
@@ -153,20 +157,13 @@ def docstring_task(context: TaskContext, n: int = 64, seed: int = 0) -> TaskData
     words = _single_tokens(context, list(WORDS), 8, "argument words")
     rng = random.Random(seed)
     pairs = []
-    for _ in range(n):
+    for i in range(n):
         args = rng.sample(words, 6)
         real, fake = args[:3], args[3:]
-
-        def prompt(sig: list[str], documented: list[str]) -> str:
-            return (
-                f"def f(self, {sig[0]}, {sig[1]}, {sig[2]}):\n"
-                f'    """Do it.\n\n    :param {documented[0]}: the first\n'
-                f"    :param {documented[1]}: the second\n    :param"
-            )
-
-        pairs.append(
-            PromptPair(prompt(real, real), prompt(fake, real), " " + real[2], " " + real[0])
-        )
+        clean, chars = _docstring_prompt(real, real)
+        spans = token_ranges(context, clean, chars, f"docstring example {i}")
+        corrupted, _ = _docstring_prompt(fake, real)
+        pairs.append(PromptPair(clean, corrupted, " " + real[2], " " + real[0], spans))
     return build_from_pairs(
         "docstring",
         {"n": n, "seed": seed},
@@ -174,3 +171,22 @@ def docstring_task(context: TaskContext, n: int = 64, seed: int = 0) -> TaskData
         context,
         "docstring/random_def: arguments in the def line renamed",
     )
+
+
+def _docstring_prompt(
+    sig: list[str], documented: list[str]
+) -> tuple[str, dict[str, tuple[int, int]]]:
+    """The prompt and the character ranges of its roles: the ``def`` line's three arguments
+    (A-def, B-def, C-def: C is the answer), the two documented names (A-doc, B-doc) and END,
+    the final ``:param`` where the next name is predicted."""
+    parts = [("def f(self, ", None), (sig[0], "A-def"), (", ", None), (sig[1], "B-def"),
+             (", ", None), (sig[2], "C-def"), ('):\n    """Do it.\n\n    :param ', None),
+             (documented[0], "A-doc"), (": the first\n    :param ", None),
+             (documented[1], "B-doc"), (": the second\n    :param", None)]  # fmt: skip
+    text, chars = "", {}
+    for piece, name in parts:
+        if name is not None:
+            chars[name] = (len(text), len(text) + len(piece))
+        text += piece
+    chars["END"] = (len(text) - 1, len(text))
+    return text, chars

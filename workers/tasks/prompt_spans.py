@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from circuitreg.workers.positions import PositionError, TokenSpans
-from circuitreg.workers.tasks.base import TaskError
+from circuitreg.workers.tasks.base import TaskContext, TaskError
 
 SpanRanges = Mapping[str, tuple[int, int]]
 
@@ -35,6 +35,35 @@ def parse_spans(value: Any, where: str) -> dict[str, tuple[int, int]]:
             raise TaskError(f"{where}: span {name!r} must be [start, end] token indices")
         spans[str(name)] = (int(bounds[0]), int(bounds[1]))
     return spans
+
+
+def token_ranges(
+    context: TaskContext, text: str, chars: Mapping[str, tuple[int, int]], where: str
+) -> dict[str, tuple[int, int]] | None:
+    """The token ranges ``[start, end)`` of ``text`` that cover each named character range,
+    through the tokenizer's offsets; None where it gives none (a slow tokenizer) or its
+    offsets disagree with ``encode`` (the task then names no spans rather than wrong ones).
+
+    Generators whose templates place a role at a known character (greater-than's year,
+    docstring's argument names) name spans this way, whatever the tokenizer splits there."""
+    tokenizer = context.tokenizer
+    if tokenizer is None:
+        return None
+    try:
+        encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        offsets = [tuple(o) for o in encoded["offset_mapping"]]
+        ids = list(encoded["input_ids"])
+    except (NotImplementedError, TypeError, ValueError, KeyError):
+        return None
+    if ids != list(tokenizer.encode(text, add_special_tokens=False)):
+        return None
+    ranges: dict[str, tuple[int, int]] = {}
+    for name, (first, stop) in chars.items():
+        hit = [i for i, (a, b) in enumerate(offsets) if a < stop and b > first]
+        if not hit:
+            raise TaskError(f"{where}: span {name!r} (characters {first}-{stop}) has no token")
+        ranges[name] = (hit[0], hit[-1] + 1)
+    return ranges
 
 
 def span_index(
