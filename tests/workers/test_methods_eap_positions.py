@@ -169,7 +169,7 @@ def test_span_mode_needs_a_task_with_spans() -> None:
     model = TransformerBridge.boot_native(MODELS["attn_only"])
     graph = ComputationalGraph.from_model(model)
     with pytest.raises(ConfigError, match="names no spans"):
-        eap(model, _task(), graph, EAPConfig(positions="spans"))
+        eap(model, replace(_task(), spans=None), graph, EAPConfig(positions="spans"))
     with pytest.raises(ValueError, match="positions"):
         EAPConfig.from_dict({"positions": "tokens"})
 
