@@ -1,5 +1,5 @@
 """workers/tasks/prompt_spans.py: JSONL spans become task spans, shifted past an added BOS;
-bad spans are refused naming the line, the example and the span."""
+bad spans are refused naming the file's line and the span."""
 
 from __future__ import annotations
 
@@ -38,10 +38,11 @@ def test_spans_shift_past_the_bos_and_align_by_name(tmp_path: Path) -> None:
     ("rows", "message"),
     [
         ([_row([5, 6], {"S": [0, 1]}), _row([5, 6], {"T": [0, 1]})],
-         "example 1: spans T differ from example 0's S"),
-        ([_row([5, 6], {"S": [0, 3]})], r"span 'S': \[0, 3\) is not a non-empty range"),
-        ([_row([5, 6], {"S": [1, 1]})], "not a non-empty range"),
-        ([_row([5, 6, 7], {"S": [0, 2], "T": [1, 3]})], "span 'T' overlaps span 'S'"),
+         r"pairs.jsonl:2: spans T differ from \S*pairs.jsonl:1's S"),
+        ([_row([5, 6], {"S": [0, 1]}), _row([5, 6], {"S": [0, 3]})],
+         r"pairs.jsonl:2 span 'S': \[0, 3\) is not a non-empty range"),
+        ([_row([5, 6], {"S": [1, 1]})], "pairs.jsonl:1 span 'S': .* not a non-empty range"),
+        ([_row([5, 6, 7], {"S": [0, 2], "T": [1, 3]})], "pairs.jsonl:1 span 'T' overlaps span 'S'"),
         ([_row([5, 6], {"S": [0]})], r"pairs.jsonl:1: span 'S' must be \[start, end\]"),
         ([_row([5, 6], [0, 1])], "spans must be an object"),
         ([_row([5, 6], {"other": [0, 1]})], "reserved"),

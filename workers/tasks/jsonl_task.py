@@ -60,7 +60,7 @@ def _pair(line_no: int, data: Any, path: Path) -> PromptPair:
             raise TaskError(f"{where}: {key} must be text or a token id")
     spans = parse_spans(data["spans"], where) if "spans" in data else None
     return PromptPair(
-        data["clean"], data["corrupted"], data["answer"], data.get("distractor"), spans
+        data["clean"], data["corrupted"], data["answer"], data.get("distractor"), spans, where
     )
 
 

@@ -68,21 +68,23 @@ def token_ranges(
 
 def span_index(
     spans: Sequence[SpanRanges | None], lengths: Sequence[int], shifts: Sequence[int], width: int,
-    name: str,
+    name: str, origins: Sequence[str] | None = None,
 ) -> TokenSpans | None:  # fmt: skip
     """The task's ``TokenSpans`` from each prompt's ranges (None where no prompt has spans).
 
     ``lengths`` are the prompts' token counts before the BOS shift, ``shifts`` 1 where a BOS
-    was added, ``width`` the padded length."""
+    was added, ``width`` the padded length; ``origins`` name each prompt in errors (a JSONL
+    file's ``path:line``; default ``<task> example <i>``)."""
     if all(s is None for s in spans):
         return None
-    names = _names(spans, name)
+    origins = origins or [f"{name} example {i}" for i in range(len(spans))]
+    names = _names(spans, origins)
     index = torch.full((len(spans), width), -1, dtype=torch.long)
     for i, ranges in enumerate(spans):
         assert ranges is not None
         for number, span in enumerate(names):
             start, end = ranges[span]
-            where = f"{name} example {i} span {span!r}"
+            where = f"{origins[i]} span {span!r}"
             if not 0 <= start < end <= lengths[i]:
                 raise TaskError(
                     f"{where}: [{start}, {end}) is not a non-empty range inside the prompt's "
@@ -99,16 +101,16 @@ def span_index(
         raise TaskError(f"{name}: {exc}") from exc
 
 
-def _names(spans: Sequence[SpanRanges | None], name: str) -> tuple[str, ...]:
+def _names(spans: Sequence[SpanRanges | None], origins: Sequence[str]) -> tuple[str, ...]:
     first = spans[0]
     if first is None:
-        raise TaskError(f"{name} example 0 names no spans but others do; name them in every prompt")
+        raise TaskError(f"{origins[0]} names no spans but others do; name them in every prompt")
     names = tuple(first)
     for i, ranges in enumerate(spans):
         if ranges is None or set(ranges) != set(names):
             got = "none" if ranges is None else ", ".join(sorted(ranges))
             raise TaskError(
-                f"{name} example {i}: spans {got} differ from example 0's {', '.join(names)}; "
+                f"{origins[i]}: spans {got} differ from {origins[0]}'s {', '.join(names)}; "
                 "every prompt must name the same spans"
             )
     return names

@@ -30,6 +30,8 @@ class PromptPair:
     # Named token ranges of the clean prompt, ``[start, end)`` before any added BOS
     # (``prompt_spans.py``), for positional runs that align prompts by span.
     spans: Mapping[str, tuple[int, int]] | None = None
+    # Where the example came from (``pairs.jsonl:3``), named in every error about it.
+    origin: str | None = None
 
 
 def require_tokenizer(context: TaskContext, task: str) -> Any:
@@ -118,7 +120,7 @@ def build_from_pairs(
     bos_added = 0
     raw_lengths, shifts = [], []
     for i, pair in enumerate(pairs):
-        where = f"{name} example {i}"
+        where = pair.origin or f"{name} example {i}"
         raw = encode(context, pair.clean, f"{where} clean")
         clean = _with_bos(raw, bos, prepend_bos, f"{where} clean")
         corrupted = _with_bos(
@@ -141,7 +143,8 @@ def build_from_pairs(
     width = max(len(r) for r in clean_rows)
     pad = _pad_id(context)
     lengths = torch.tensor([len(r) for r in clean_rows])
-    spans = span_index([p.spans for p in pairs], raw_lengths, shifts, width, name)
+    origins = [p.origin or f"{name} example {i}" for i, p in enumerate(pairs)]
+    spans = span_index([p.spans for p in pairs], raw_lengths, shifts, width, name, origins)
     return TaskData(
         name=name,
         spec=spec,

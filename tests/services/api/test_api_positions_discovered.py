@@ -173,3 +173,15 @@ def test_a_method_without_positions_refuses_the_option(tmp_path: Path) -> None:
     assert result.exit_code != 0
     assert "method 'cd_t' does not score positions" in result.output and "eap" in result.output
     assert not (tmp_path / "x.json").exists()
+
+
+def test_the_api_queues_positions_only_for_methods_that_take_them() -> None:
+    """The API (no torch) checks job params against schema/methods.json: the positional
+    methods take ``positions``; one that does not is refused, naming it."""
+    from circuitreg.services.api.graphql_api.errors import InputError
+    from circuitreg.services.api.graphql_api.methods import check_discovery
+
+    for method in ("eap", "eap_ig", "relp", "acdc", "activation_patching"):
+        check_discovery(method, {"positions": "index"})
+    with pytest.raises(InputError, match=r"method 'cd_t' takes no \['positions'\]"):
+        check_discovery("cd_t", {"positions": "spans"})
