@@ -8,6 +8,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -107,3 +108,24 @@ def test_sharded_positional_scores_equal_the_unsharded_ones(
     assert sharded.position_scores is not None and whole.position_scores is not None
     assert whole.position_scores.abs().max() > 1e-3  # not a comparison of zeros
     assert torch.allclose(sharded.position_scores, whole.position_scores, atol=1e-6, rtol=0)
+
+
+def test_a_sharded_positional_job_stores_the_unsharded_scores(
+    local_ray: None, setup: tuple[JobQueue, JobExecutor, Path]
+) -> None:
+    queue, executor, checkpoint = setup
+    stored = []
+    for shards in (None, 2):
+        params: dict[str, object] = {"positions": "spans", "shards": shards}
+        spec = discovery_spec(str(checkpoint), **{k: v for k, v in params.items() if v})
+        done = _run(queue, executor, spec.model_copy(update={"task": TASK}))
+        assert done["status"] == "succeeded", done["error"]
+        result = done["result"]
+        assert isinstance(result, dict)
+        scores = load_positional(executor.store, executor.artifacts, str(result["circuit_id"]))
+        assert scores is not None
+        stored.append(scores)
+    plain, sharded = stored
+    assert plain.labels == sharded.labels and plain.edge_names == sharded.edge_names
+    assert np.abs(plain.scores).max() > 1e-3
+    assert np.allclose(plain.scores, sharded.scores, atol=1e-6, rtol=0)
