@@ -43,8 +43,8 @@ from circuitreg.schema import (
     parse_node,
 )
 
-from ..stores.common import graph_edges, on_axis
 from ..stores.embedding import cosine, document_embedding
+from ..stores.positions import graph_edges, on_axis
 from .orientation import document_sign
 from .results import FAITHFULNESS, latest_result
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from circuitreg.schema import CircuitDocument, Component, Edge
 from circuitreg.services.artifacts import ArtifactRef, ArtifactStore
-from circuitreg.services.stores.common import component_order
+from circuitreg.services.stores.positions import component_order
 from circuitreg.services.stores.types import GraphStore
 
 from .base import dense_key, parse_dense_key

@@ -142,7 +142,7 @@ def embedding(edges: EdgeScores, labels: Mapping[str, Sequence[str]], *, aligned
 def document_edges(doc: CircuitDocument) -> list[tuple[str, float | None]]:
     """(edge name, score) of a document's in-circuit graph edges: what a store sums (a
     positional circuit's summed edges, not its positional ones too; ``common.on_axis``)."""
-    from .common import graph_edges
+    from .positions import graph_edges
 
     return [(e.name, e.score) for e in graph_edges(doc)]
 

@@ -193,11 +193,14 @@ def merge_memberships(circuit_id: str, rows: Sequence[dict[str, Any]]) -> Statem
 
 
 @builder
-def merge_position_memberships(circuit_id: str, rows: Sequence[dict[str, Any]]) -> Statement:
-    """CONTAINS_AT relationships from the pending circuit to its positional components."""
+def merge_position_memberships(
+    circuit_id: str, rows: Sequence[dict[str, Any]], *, pending: bool = True
+) -> Statement:
+    """CONTAINS_AT relationships from the circuit (pending while written; committed when
+    the V0006 backfill indexes an older circuit) to its positional components."""
     return Statement(
         "merge_position_memberships",
-        "MATCH (c:PendingCircuit {id: $id}) "
+        f"MATCH (c:{'PendingCircuit' if pending else 'Circuit'} {{id: $id}}) "
         "UNWIND $rows AS row "
         "MATCH (x:Component {key: row.key}) "
         "MERGE (c)-[m:CONTAINS_AT]->(x) "
@@ -359,6 +362,22 @@ def dedupe_position_flows(circuit_id: str) -> Statement:
         "WITH r.key AS key, collect(r) AS rs WHERE size(rs) > 1 "
         "UNWIND tail(rs) AS extra DELETE extra RETURN count(*) AS n",
         {"circuit": circuit_id},
+    )
+
+
+@builder
+def circuits_with_positioned_flows(after: str, limit: int) -> Statement:
+    """A page (by id) of committed circuits with a FLOWS at a position and no FLOWS_AT:
+    written before V0005, so the V0006 backfill indexes their positions."""
+    return Statement(
+        "circuits_with_positioned_flows",
+        "MATCH ()-[r:FLOWS]->() WHERE r.position IS NOT NULL AND r.circuit > $after "
+        "WITH DISTINCT r.circuit AS id "
+        "MATCH (c:Circuit {id: id}) "
+        "OPTIONAL MATCH ()-[a:FLOWS_AT]->() WHERE a.circuit = id "
+        "WITH id, count(a) AS indexed WHERE indexed = 0 "
+        "RETURN id ORDER BY id LIMIT $limit",
+        {"after": after, "limit": limit},
     )
 
 

@@ -36,24 +36,26 @@ from ..common import (
     check_motif,
     check_nonempty,
     check_page_size,
-    check_position_filter,
     check_shared_args,
-    check_spans,
     circuit_summary,
-    component_order,
-    edge_order,
     evolution_steps,
     io_paths,
     latest_faithfulness,
     make_diff,
     order_validation,
-    positional_matches,
     shape_shared,
     sort_bindings,
     utc,
     validation_key,
 )
 from ..embedding import candidate_count, dense, document_edges, embedding, rank
+from ..positions import (
+    check_position_filter,
+    check_spans,
+    component_order,
+    edge_order,
+    positional_matches,
+)
 from ..types import (
     CircuitDiff,
     CircuitFilter,
@@ -77,7 +79,13 @@ from .edge_arrays import (
 )
 from .recording import execute, execute_many
 from .session import CypherSession
-from .writes import batches, dedupe_statements, embedding_row, write_statements
+from .writes import (
+    batches,
+    dedupe_statements,
+    embedding_row,
+    position_statements,
+    write_statements,
+)
 
 
 class CypherStore:
@@ -455,6 +463,18 @@ class CypherStore:
             self._set_embeddings(ids)
             done += len(ids)
             after = ids[-1]
+        return done
+
+    def backfill_positions(self, page: int = 200) -> int:
+        """Index the positioned edges of circuits written before V0005 (migration V0006)."""
+        done, after = 0, ""
+        while rows := self._run(q.circuits_with_positioned_flows(after, page)):
+            for circuit_id in (str(r["id"]) for r in rows):
+                doc = self.get_circuit(circuit_id)
+                if doc is not None:
+                    execute_many(self.session, position_statements(doc))
+                    done += 1
+                after = circuit_id
         return done
 
     # -- helpers ---------------------------------------------------------------------------

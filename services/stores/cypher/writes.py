@@ -20,17 +20,16 @@ from typing import Any
 
 from circuitreg.schema import CircuitDocument, Component, Edge, ModelRef
 
-from ..common import (
-    EndpointIndex,
+from ..common import EndpointIndex, utc
+from ..embedding import canonical_embedding, dense, role_aligned_embedding
+from ..positions import (
     graph_components,
     graph_edges,
     position_free_names,
     positional_components,
     positional_edges,
     summary_counts,
-    utc,
 )
-from ..embedding import canonical_embedding, dense, role_aligned_embedding
 from . import queries as q
 from .edge_arrays import array_props, flow_key
 
@@ -99,6 +98,21 @@ def write_statements(
     if embeddings is not None:
         stmts.append(embeddings)
     stmts.append(q.commit_circuit(circuit_id, model.name, ckpt_key))
+    return stmts
+
+
+def position_statements(doc: CircuitDocument) -> list[q.Statement]:
+    """The statements indexing a committed circuit's positional entries (the V0006
+    backfill of circuits written before V0005): their nodes, CONTAINS_AT and FLOWS_AT."""
+    model, circuit_id = doc.model.name, doc.id
+    at_rows = _component_rows(model, positional_components(doc))
+    node_rows = {r["key"]: r for r in (*_node_rows(model, doc), *at_rows)}
+    stmts = [q.merge_components(b) for b in batches(list(node_rows.values()))]
+    stmts.extend(
+        q.merge_position_memberships(circuit_id, b, pending=False) for b in batches(at_rows)
+    )
+    rows = _position_flow_rows(model, doc)
+    stmts.extend(q.merge_position_flows(circuit_id, b) for b in batches(rows))
     return stmts
 
 

@@ -18,7 +18,8 @@ from circuitreg.schema import (
     ValidationResult,
 )
 
-from ..common import component_order, edge_order, order_validation
+from ..common import order_validation
+from ..positions import component_order, edge_order
 from .models import (
     CircuitComponent,
     CircuitEdge,

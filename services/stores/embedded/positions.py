@@ -25,7 +25,7 @@ from circuitreg.schema import (
 )
 from circuitreg.schema.circuit import PositionAxis
 
-from ..common import position_free_names, positional_components, positional_edges
+from ..positions import position_free_names, positional_components, positional_edges
 from .models import (
     NO_POSITION,
     NO_SPAN,

@@ -40,16 +40,15 @@ from ..common import (
     check_motif,
     check_nonempty,
     check_page_size,
-    check_position_filter,
     check_shared_args,
     evolution_steps,
     io_paths,
     make_diff,
     motif_bindings,
-    positional_matches,
     shape_shared,
 )
 from ..embedding import candidate_count, dense, embedding, rank
+from ..positions import check_position_filter, positional_matches
 from ..types import (
     CircuitDiff,
     CircuitFilter,

@@ -23,16 +23,18 @@ from ..common import (
     MODEL_SHAPE_FIELDS,
     EndpointIndex,
     check_model_shape,
-    check_spans,
     faithfulness_of,
-    graph_components,
-    graph_edges,
     latest_faithfulness,
-    position_free_names,
-    summary_counts,
     validation_key,
 )
 from ..embedding import document_edges
+from ..positions import (
+    check_spans,
+    graph_components,
+    graph_edges,
+    position_free_names,
+    summary_counts,
+)
 from .models import (
     NO_POSITION,
     CircuitComponent,

@@ -28,7 +28,7 @@ from circuitreg.schema import (
     ValidationResult,
 )
 from circuitreg.schema.circuit import PositionAxis
-from circuitreg.services.stores.common import component_order, edge_order
+from circuitreg.services.stores.positions import component_order, edge_order
 from circuitreg.services.stores.types import GraphStore
 
 BACKENDS = [

@@ -136,3 +136,31 @@ def _row_counts(store: Any) -> dict[str, int]:
             table: conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one()
             for table in ("circuits", "circuit_edges", "circuit_components", "components")
         }
+
+
+@pytest.mark.parametrize("backend", ["falkordb", "neo4j"])
+def test_store_cypher_v0006_indexes_older_positioned_circuits(
+    backend: str, open_backend: Any
+) -> None:
+    """A circuit written before V0005 has positioned FLOWS and no FLOWS_AT; V0006 adds them."""
+    from .conftest import corpus
+
+    store = open_backend(backend)
+    docs = corpus()
+    ids = {name: store.put_circuit(docs[name]) for name in ("positional", "step500")}
+    before = store.edges_at(ids["positional"])
+    document = store.get_circuit(ids["positional"])
+    assert [(e.name, e.position) for e in before] == [
+        ("a0.h1->a1.h2<k>", 3),
+        ("a0.h1->a1.h2<k>", 4),
+        ("a1.h2->logits", 4),
+    ]
+    # as a store before V0005 left it: no FLOWS_AT, and V0005 and V0006 not applied
+    store.session.run("MATCH ()-[r:FLOWS_AT]->() DELETE r")
+    store.session.run("MATCH (m:Migration) WHERE m.version IN ['0005', '0006'] DELETE m")
+    assert store.edges_at(ids["positional"]) == []
+    store.migrate()
+    assert store.edges_at(ids["positional"]) == before
+    assert store.edges_at(ids["step500"]) == []
+    assert store.backfill_positions() == 0  # idempotent: nothing left to index
+    assert store.get_circuit(ids["positional"]) == document  # the backfill only indexes
