@@ -8,6 +8,13 @@ residual-stream forward reproduces the bridge's logits, so a model it cannot dec
 exactly is refused rather than silently mis-scored. Before that, it plans how many examples
 a pass holds from the memory budget (``memory.py``), and refuses a run that cannot fit. It
 runs on the model's device (CUDA when the model is there).
+
+With a ``PositionMap`` (``positions``) the engine also patches positional edges: a patch
+``[S, n_edges * Q]`` flattened edge-major (edge ``e`` at label ``q`` is column ``e * Q + q``,
+``ComputationalGraph.positional_index``), where a coefficient applies at the tokens of each
+prompt that count towards label ``q``. Those passes run the positional forward
+(``positional.py``); an unpositioned ``[S, n_edges]`` patch (each edge at every position)
+still runs the fast stream, on either engine.
 """
 
 from __future__ import annotations
@@ -27,10 +34,12 @@ from circuitreg.workers.ablation import (
 )
 from circuitreg.workers.engine.forward import Override, embed, run_forward
 from circuitreg.workers.engine.memory import MemoryPlan, Widths, Workload, budget_for, plan_batch
+from circuitreg.workers.engine.positional import positional_forward
 from circuitreg.workers.engine.relevance import RelevanceRules
 from circuitreg.workers.engine.weights import EngineError, ModelWeights, read_weights
 from circuitreg.workers.graph import ComputationalGraph
 from circuitreg.workers.metrics import Metric, MetricFn, resolve_metric
+from circuitreg.workers.positions import PositionError, PositionMap
 from circuitreg.workers.tasks.base import TaskData
 
 VERIFY_TOLERANCE = 1e-3
@@ -55,6 +64,7 @@ class PreparedBatch:
     ablated: torch.Tensor  # [N|1, T, W, d]
     clean_logprobs: torch.Tensor  # [N, P, V]
     weight: float  # N / total examples
+    labels: torch.Tensor | None = None  # [N, T] each token's position label (positional)
 
     @property
     def delta(self) -> torch.Tensor:
@@ -78,6 +88,7 @@ class InterventionEngine:
         cache_bytes: int = 512 * 2**20,
         workload: Workload = "patching",
         memory_budget: int | None = None,
+        positions: PositionMap | None = None,
     ) -> None:
         if (graph.n_layers, graph.n_heads) != (int(model.cfg.n_layers), int(model.cfg.n_heads)):
             raise EngineError(
@@ -92,10 +103,14 @@ class InterventionEngine:
         self.task = task.to(self.weights.device)
         self.ablation: AblationKind = check_ablation(ablation)
         self.metric = resolve_metric(metric)
+        self.positions = positions
+        self._check_positions()
         # planned before any forward, so a run that cannot fit says so before it starts
         widths = Widths.of(self.weights, graph, task.seq_len)
         budget = budget_for(self.weights.device, memory_budget)
-        self.plan: MemoryPlan = plan_batch(widths, workload, batch_size, budget, set_batch)
+        self.plan: MemoryPlan = plan_batch(
+            widths, workload, batch_size, budget, set_batch, positional=positions is not None
+        )
         self.batch_size = self.plan.batch_size
         self.set_batch = set_batch
         self.n_forward = 0
@@ -112,6 +127,46 @@ class InterventionEngine:
     def device(self) -> torch.device:
         """Where the engine computes."""
         return self.weights.device
+
+    @property
+    def patch_width(self) -> int:
+        """Columns of a positional patch (``n_edges * Q``), or ``n_edges`` without a map."""
+        q = 1 if self.positions is None else self.positions.size
+        return self.graph.n_edges * q
+
+    def _check_positions(self) -> None:
+        """Raise ``EngineError`` unless the map fits the graph and every prompt of the task."""
+        if self.positions is None:
+            return
+        q = self.positions.size
+        if self.graph.positions is not None and self.graph.positions != q:
+            raise EngineError(
+                f"the graph has {self.graph.positions} positions but the position map has "
+                f"{q} ({self.positions.mode})"
+            )
+        try:
+            self.positions.assign(self.task)
+        except PositionError as exc:
+            raise EngineError(f"the position map does not fit the task: {exc}") from exc
+
+    def check_patch(self, patch: torch.Tensor) -> bool:
+        """Raise ``EngineError`` unless ``patch`` is ``[..., n_edges]`` or, with positions,
+        ``[..., n_edges * Q]``; True for a positional patch."""
+        e = self.graph.n_edges
+        width = patch.shape[-1] if patch.ndim else None
+        if width == e:
+            return False
+        if self.positions is not None and width == self.patch_width:
+            return True
+        if self.positions is None:
+            raise EngineError(
+                f"expected a patch ending in {e} edges, got shape {tuple(patch.shape)}; a "
+                f"positional patch needs an engine built with positions=PositionMap"
+            )
+        raise EngineError(
+            f"expected a patch ending in {e} edges or {self.patch_width} positional edges "
+            f"({e} x {self.positions.size} positions), got shape {tuple(patch.shape)}"
+        )
 
     # -- runs ---------------------------------------------------------------------------
 
@@ -169,6 +224,7 @@ class InterventionEngine:
             ablated=self.ablated_outputs(task, clean_outputs.shape),
             clean_logprobs=torch.log_softmax(clean.logits[0].float(), dim=-1),
             weight=task.n_examples / self.task.n_examples,
+            labels=None if self.positions is None else self.positions.assign(task),
         )
 
     def ablated_outputs(self, task: TaskData, shape: torch.Size) -> torch.Tensor:
@@ -210,14 +266,31 @@ class InterventionEngine:
         (RelP; the logits are unchanged). More rows than one pass should hold
         (``sets_per_pass``) run as several passes whose logits are joined, with or without
         gradients: a pass that outgrows the cache is slower than several that fit, with
-        gradients too (mask pruning's samples).
+        gradients too (mask pruning's samples). A positional patch (``check_patch``) runs
+        the positional forward, which takes no ``override`` or ``rules``.
         """
-        step = self.sets_per_pass(batch.task.n_examples)
+        positional = patch is not None and self.check_patch(patch)
+        step = self.sets_per_pass(batch.task.n_examples, positional)
         if patch is not None and patch.shape[0] > step:
             run = partial(self.run, batch, fixed_delta=fixed_delta, embedded=embedded)
             parts = [run(rows, override=override, rules=rules) for rows in patch.split(step)]
             return torch.cat(parts)
         self.n_forward += 1
+        if positional:
+            assert patch is not None and batch.labels is not None and self.positions is not None
+            if override is not None or rules is not None:
+                raise EngineError("a positional patch takes no override or relevance rules")
+            out = positional_forward(
+                self.weights,
+                self.graph,
+                batch.embedded if embedded is None else embedded,
+                batch.task.positions,
+                patch.to(self.device).view(patch.shape[0], self.graph.n_edges, -1),
+                batch.labels,
+                ablated=None if fixed_delta else batch.ablated,
+                delta=batch.delta if fixed_delta else None,
+            )
+            return out.logits
         out = run_forward(
             self.weights,
             self.graph,
@@ -237,14 +310,15 @@ class InterventionEngine:
 
     # -- evaluation ---------------------------------------------------------------------
 
-    def sets_per_pass(self, n_examples: int) -> int:
+    def sets_per_pass(self, n_examples: int, positional: bool = False) -> int:
         """Sets stacked per forward pass over ``n_examples`` prompts: ``set_batch``, or fewer
         where the memory plan allows fewer, or on the CPU where a larger pass would outgrow
-        the cache (``CPU_PASS_ELEMENTS``)."""
+        the cache (``CPU_PASS_ELEMENTS``). ``positional``: passes of positional patches,
+        whose readers are always formed ``d_model``-wide."""
         if self.device.type != "cpu":
             return self.plan.sets_within(n_examples, self.set_batch)
         layers = self.weights.layers
-        if all(layer.linear_qkv_input for layer in layers):
+        if not positional and all(layer.linear_qkv_input for layer in layers):
             width, budget = int(layers[0].w_q.shape[-1]), CPU_PROJECTED_PASS_ELEMENTS
         else:
             width, budget = int(self.weights.w_e.shape[1]), CPU_PASS_ELEMENTS
@@ -256,16 +330,22 @@ class InterventionEngine:
         """``sets_per_pass`` for the largest example batch (what one pass can hold)."""
         return self.sets_per_pass(min(self.batch_size, self.task.n_examples))
 
+    @property
+    def max_positional_sets_per_pass(self) -> int:
+        """``max_sets_per_pass`` for positional patches."""
+        return self.sets_per_pass(min(self.batch_size, self.task.n_examples), positional=True)
+
     def evaluate(self, patch: torch.Tensor) -> torch.Tensor:
-        """Metric ``[S]`` over the whole task for each patch row (1 = patched), no gradients."""
+        """Metric ``[S]`` over the whole task for each patch row (1 = patched), no gradients:
+        rows of ``n_edges`` or, with positions, ``n_edges * Q`` (``check_patch``)."""
         patch = torch.as_tensor(patch)
         if patch.ndim == 1:
             patch = patch.unsqueeze(0)
-        self.graph.check_edge_vector(patch)
+        positional = self.check_patch(patch)
         values = torch.zeros(patch.shape[0], dtype=torch.float64)
         with torch.no_grad():
             for batch in self.batches():
-                step = self.sets_per_pass(batch.task.n_examples)
+                step = self.sets_per_pass(batch.task.n_examples, positional)
                 for start in range(0, patch.shape[0], step):
                     rows = patch[start : start + step].to(self.device)
                     logits = self.run(batch, rows.float())
@@ -275,7 +355,8 @@ class InterventionEngine:
         return values
 
     def evaluate_circuits(self, keep: torch.Tensor) -> torch.Tensor:
-        """Metric ``[S]`` when only the kept edges (True) carry clean values."""
+        """Metric ``[S]`` when only the kept edges (True) carry clean values (positional
+        edges where ``keep`` is ``[S, n_edges * Q]``)."""
         return self.evaluate(1.0 - torch.as_tensor(keep).float())
 
     def evaluate_per_example(self, patch: torch.Tensor) -> torch.Tensor:
@@ -283,7 +364,7 @@ class InterventionEngine:
         patch = torch.as_tensor(patch)
         if patch.ndim == 1:
             patch = patch.unsqueeze(0)
-        self.graph.check_edge_vector(patch)
+        self.check_patch(patch)
         columns = []
         with torch.no_grad():
             for batch in self.batches():

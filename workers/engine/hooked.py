@@ -16,6 +16,11 @@ It is thus two things: an independent implementation the tests check the engine 
 many-edge sets, and the baseline "one hooked forward per edge set" that
 ``bench/discovery_speed.py`` times the batched engine against. It is not meant for
 discovery runs: use ``InterventionEngine``.
+
+With a ``PositionMap`` it patches positional edges too (rows of ``n_edges * Q``, edge-major
+as the engine takes them): a reader's input is rewritten only at the tokens of each prompt
+that count towards a patched edge's label (the shift is zero elsewhere), which the tests
+hold the engine's positional forward (``positional.py``) to.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from circuitreg.workers.ablation import ablated_outputs, check_ablation, dataset
 from circuitreg.workers.engine.weights import EngineError
 from circuitreg.workers.graph import ComputationalGraph, ReceiverSlot
 from circuitreg.workers.metrics import Metric, MetricFn, resolve_metric
+from circuitreg.workers.positions import PositionMap
 from circuitreg.workers.tasks.base import TaskData
 
 Hook = tuple[str, Callable[..., torch.Tensor | None]]
@@ -52,6 +58,7 @@ class HookedEdgePatcher:
         task: TaskData,
         ablation: str = "resample",
         metric: str | MetricFn | Metric = "logit_diff",
+        positions: PositionMap | None = None,
     ) -> None:
         if graph.parallel_attn_mlp:
             raise EngineError("the hooked reference does not handle parallel attention/MLP")
@@ -62,6 +69,9 @@ class HookedEdgePatcher:
         self.device = next(model.parameters()).device
         self.task = task.to(self.device)
         self.metric = resolve_metric(metric)
+        self.positions = positions
+        # each token's label [N, T]; an unpositioned row is one label every token counts to
+        self.labels = None if positions is None else positions.assign(self.task)
         self.n_forward = 0
         self.receivers = self._receivers()
         with torch.no_grad():
@@ -153,16 +163,22 @@ class HookedEdgePatcher:
         current: list[Tensor | None],
         diffs: dict[tuple[int, ...], Tensor],
     ) -> Tensor | None:
-        """``sum_w coefficients[r, w] * (ablated_w - current_w)`` as ``[N, T, R, d]``, or None
-        when no edge of the group is patched. ``diffs`` caches ``ablated - current`` per
-        writer tuple within one forward (a layer's q, k and v inputs share their writers)."""
+        """``sum_w c[r, w, label(n, t)] * (ablated_w - current_w)`` as ``[N, T, R, d]`` for
+        ``coefficients`` ``[R, k, Q]`` (``Q = 1``: the same at every token), or None when no
+        edge of the group is patched. ``diffs`` caches ``ablated - current`` per writer
+        tuple within one forward (a layer's q, k and v inputs share their writers)."""
         if not bool(coefficients.any()):
             return None
         diff = diffs.get(writers)
         if diff is None:  # writers are always a prefix 0..k-1 (checked in ``_receivers``)
             now = torch.stack([current[w] for w in writers], dim=2)  # type: ignore[misc]
             diff = diffs[writers] = self.ablated[:, :, : len(writers)] - now
-        return torch.einsum("rk,ntkd->ntrd", coefficients.to(diff), diff)
+        n, t = diff.shape[:2]
+        labels = self.labels if coefficients.shape[-1] > 1 else None
+        if labels is None:
+            labels = torch.zeros(n, t, dtype=torch.long)
+        per_token = coefficients.to(diff)[..., labels.to(diff.device)]  # [R, k, N, T]
+        return torch.einsum("rknt,ntkd->ntrd", per_token, diff)
 
     def _patching_hooks(self, row: Tensor, current: list[Tensor | None]) -> list[Hook]:
         graph, model = self.graph, self.model
@@ -186,7 +202,7 @@ class HookedEdgePatcher:
                     writers: tuple[int, ...] = writers,
                     edges: Tensor = edges,
                 ) -> Tensor:
-                    coefficients = row[edges]  # [H, k]
+                    coefficients = row[edges]  # [H, k, Q]
                     shift = self._shift(writers, coefficients, current, diffs)
                     if shift is None:
                         return value
@@ -195,7 +211,7 @@ class HookedEdgePatcher:
                     normed = model.blocks[layer].ln1(residual[layer][:, :, None] + shift)
                     weight, bias = self.w_qkv[recv][layer], self.b_qkv[recv][layer]
                     patched = torch.einsum("nthd,hde->nthe", normed, weight) + bias
-                    touched = coefficients.any(-1).to(value.device)[None, None, :, None]
+                    touched = coefficients.flatten(1).any(-1).to(value.device)[None, None, :, None]
                     return torch.where(touched, patched, value)
 
                 hooks.append((f"blocks.{layer}.attn.hook_{recv}", rewrite_head_inputs))
@@ -221,15 +237,28 @@ class HookedEdgePatcher:
         hooks.append(("ln_final.hook_in", rewrite_logits_input))
         return hooks
 
+    def _rows(self, patch: torch.Tensor) -> torch.Tensor:
+        """Patch rows as ``[S, n_edges, Q]`` (``Q = 1`` for unpositioned rows)."""
+        e = self.graph.n_edges
+        q = 1 if self.positions is None else self.positions.size
+        if patch.ndim != 2 or patch.shape[-1] not in (e, e * q):
+            raise EngineError(
+                f"expected patch rows of {e} edges"
+                + ("" if q == 1 else f" or {e * q} positional edges ({e} x {q})")
+                + f", got shape {tuple(patch.shape)}"
+            )
+        return patch.view(patch.shape[0], e, -1)
+
     def evaluate(self, patch: torch.Tensor) -> torch.Tensor:
-        """Metric ``[S]`` for each patch row (1 = the edge carries its ablated value)."""
+        """Metric ``[S]`` for each patch row (1 = the edge carries its ablated value): rows of
+        ``n_edges``, or with positions ``n_edges * Q`` positional edges."""
         patch = torch.as_tensor(patch).float()
         if patch.ndim == 1:
             patch = patch.unsqueeze(0)
-        self.graph.check_edge_vector(patch)
+        rows = self._rows(patch)
         values = torch.zeros(patch.shape[0], dtype=torch.float64)
         with torch.no_grad():
-            for s, row in enumerate(patch.cpu()):
+            for s, row in enumerate(rows.cpu()):
                 current: list[torch.Tensor | None] = [None] * len(self.graph.writers)
                 logits = self._read(
                     self._forward(self.task.clean, self._patching_hooks(row, current))

@@ -95,13 +95,16 @@ class PassCost:
         return self.kept + sets * self.per_set
 
 
-def pass_cost(w: Widths, workload: Workload) -> PassCost:
-    """The terms that dominate each pass, in the engine's layout."""
+def pass_cost(w: Widths, workload: Workload, positional: bool = False) -> PassCost:
+    """The terms that dominate each pass, in the engine's layout (``positional``: the
+    positional forward's, ``positional.py``, for patching workloads)."""
     t, d, h = w.seq_len, w.d_model, w.n_heads
+    if positional and workload != "attribution":
+        return _positional_cost(w, workload)
     kept = 3 * t * w.n_writers * d  # clean and ablated writer outputs, their difference
     # one layer of a forward: q/k/v inputs per head and their norms, q/k/v, scores and
     # pattern, z and the heads' outputs, the MLP's norm, hidden (pre- and post-activation)
-    layer = t * (6 * h * d + 4 * h * w.d_head + 2 * h * t + h * d + 2 * d + 3 * w.d_mlp)
+    layer = _layer_terms(w)
     stream = t * w.n_writers * d  # the residual stream's per-set writer groups
     if workload == "attribution":  # the model's own forward saved for the backward (one
         # normed input per block, q/k/v and their probes, pattern, z, head outputs, MLP)...
@@ -114,6 +117,30 @@ def pass_cost(w: Widths, workload: Workload) -> PassCost:
         # mask pruning on GPT-2 small's shape peaked at 310 MB per example and sample, 2.4x
         # what 2 * n_layers * layer counts (bench/results/scale.md, 2026-12-05)
         per_set = stream + 5 * w.n_layers * layer
+    return PassCost(w.itemsize * kept, w.itemsize * per_set)
+
+
+def _layer_terms(w: Widths) -> int:
+    """One layer of a forward per example and set (see ``pass_cost``)."""
+    t, d, h = w.seq_len, w.d_model, w.n_heads
+    return t * (6 * h * d + 4 * h * w.d_head + 2 * h * t + h * d + 2 * d + 3 * w.d_mlp)
+
+
+def _positional_cost(w: Widths, workload: Workload) -> PassCost:
+    """A positional pass (``positional.py``): every set keeps all its writers' outputs
+    ``[T, W, d]`` per example, and a layer's readers form the writers' changes ``[T, k, d]``
+    and their per-token coefficients ``[T, 3H, k]`` on top of the layer's own tensors.
+
+    Measured on CPU with every allocation counted (``bench/positional_patching.py``): the
+    estimate covers the measured peak per example and set (bench/results/
+    positional_patching.md)."""
+    t, d, h = w.seq_len, w.d_model, w.n_heads
+    kept = 3 * t * w.n_writers * d
+    stream, coeff = t * w.n_writers * d, t * 3 * h * w.n_writers
+    if workload == "patching":  # one layer at a time: the buffer, one change, coefficients
+        per_set = 2 * stream + coeff + _layer_terms(w)
+    else:  # with gradients every layer's change and coefficients stay for the backward
+        per_set = stream + w.n_layers * (stream + coeff) + 5 * w.n_layers * _layer_terms(w)
     return PassCost(w.itemsize * kept, w.itemsize * per_set)
 
 
@@ -139,17 +166,22 @@ class MemoryPlan:
 
 
 def plan_batch(
-    widths: Widths, workload: Workload, requested: int, budget: int, sets: int = 1
+    widths: Widths,
+    workload: Workload,
+    requested: int,
+    budget: int,
+    sets: int = 1,
+    positional: bool = False,
 ) -> MemoryPlan:
     """At most ``requested`` examples per pass within ``budget`` bytes, each with ``sets``
     intervention sets alive at once; ``EngineError`` before any work where even one example
-    does not fit.
+    does not fit. ``positional`` plans the positional forward's passes (``positional.py``).
 
     With gradients (``patching_grad``) every set of a step stays in the autograd graph until
     its backward, however many passes the forward takes, so the step's sets all count; without
     them a pass holds what ``MemoryPlan.sets_within`` allows, at least one.
     """
-    cost = pass_cost(widths, workload)
+    cost = pass_cost(widths, workload, positional)
     alive = sets if workload == "patching_grad" else 1
     one = cost.per_example(alive)
     if one > budget:

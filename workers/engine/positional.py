@@ -139,8 +139,7 @@ def positional_forward(
             if not graph.parallel_attn_mlp:
                 mlp_in = _read_one(stream, patch, mlp_slot)
             stream.add(mlp(layer, mlp_in).unsqueeze(3))
-    final = stream if stream.resid.shape[2] == positions.shape[1] and weights.layers else None
-    at_read = final if final is not None else stream.at(positions)
+    at_read = stream if weights.layers else stream.at(positions)  # the last layer narrowed it
     resid = _read_one(at_read, patch, graph.slots[-1])  # [S, N, P, d]
     return ForwardOutput(weights.ln_final(resid) @ weights.w_u + weights.b_u, None)
 
