@@ -199,6 +199,25 @@ def memory_one(pairs: int, half: int, positions: str | None) -> dict[str, Any]:
     return out
 
 
+def artifact_bytes(tokens: int) -> int:
+    """The size of the stores' positional artifact (``circuitreg.services.positional_scores``:
+    float32 ``[n_edges, T]`` and, in its header, the edge names and labels) for GPT-2 small
+    at ``tokens`` positions; it does not depend on the scores' values."""
+    from types import SimpleNamespace
+
+    from circuitreg.services.positional_scores import encode_positional
+    from circuitreg.workers.graph import ComputationalGraph
+    from circuitreg.workers.methods.positional_document import positional_scores
+    from circuitreg.workers.positions import PositionMap
+
+    cfg = SimpleNamespace(n_layers=12, n_heads=12, attn_only=False, parallel_attn_mlp=False)
+    graph = ComputationalGraph.from_cfg(cfg, positions=tokens)
+    labels = tuple(str(i) for i in range(tokens))
+    positions = PositionMap("index", labels, tuple(range(tokens)))
+    scores = torch.randn(graph.n_edges, tokens)
+    return len(encode_positional("bench", positional_scores(graph, positions, scores)))
+
+
 def memory(pairs: int, half: int, positions: str | None) -> dict[str, Any]:
     """``memory_one`` in a child process."""
     command = [sys.executable, __file__, "--memory-one", f"{pairs},{half},{positions or ''}"]
@@ -298,15 +317,20 @@ def write(args: argparse.Namespace, fig: dict[str, Any], mem: MemoryRuns) -> str
             continue
         lines.append(f"| {tokens} | {pairs} | {name} | {figures['seconds']:.2f} "
                      f"| {figures['peak_above_mb']:.0f} |")  # fmt: skip
-    lines += ["", "Dense positional score tensor `[n_edges, T]` (32,491 edges):", "",
-              "| T | float32 MB | float64 MB | safetensors file (float32) MB |",
-              "| --- | --- | --- | --- |"]  # fmt: skip
+    lines += ["", "Dense positional score tensor `[n_edges, T]` (32,491 edges): in memory, as a "
+              "bare safetensors file of the run's float32 scores, and as the artifact the stores "
+              "keep (`circuitreg.services.positional_scores`: the same tensor plus edge names and "
+              "labels in its header):", "",
+              "| T | float32 MB | float64 MB | safetensors file (float32) MB "
+              "| stored artifact MB |",
+              "| --- | --- | --- | --- | --- |"]  # fmt: skip
     for (tokens, _pairs, mode), figures in mem.items():
         if mode and "safetensors_bytes" in figures:
             cells = n_edges * tokens
             lines.append(f"| {tokens} | {_mb(4 * cells)} | {_mb(8 * cells)} "
                          f"| {_mb(figures['safetensors_bytes'])} "
-                         f"({figures['safetensors_bytes']:,} bytes) |")  # fmt: skip
+                         f"({figures['safetensors_bytes']:,} bytes) "
+                         f"| {_mb(artifact_bytes(tokens))} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
