@@ -56,6 +56,8 @@ def test_heads_matter_where_the_mechanism_puts_them(toy: Any) -> None:
     assert result.n_forward > plain.n_forward
 
 
-def test_spans_are_refused_with_the_reason() -> None:
-    with pytest.raises(ConfigError, match="positions"):
-        default_registry().get("activation_patching").config({"positions": "spans"})
+def test_spans_with_per_position_are_refused_with_the_reason() -> None:
+    with pytest.raises(ConfigError, match="per_position"):
+        default_registry().get("activation_patching").config(
+            {"positions": "spans", "per_position": True}
+        )

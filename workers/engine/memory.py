@@ -137,10 +137,13 @@ def _positional_cost(w: Widths, workload: Workload) -> PassCost:
     t, d, h = w.seq_len, w.d_model, w.n_heads
     kept = 3 * t * w.n_writers * d
     stream, coeff = t * w.n_writers * d, t * 3 * h * w.n_writers
+    # the readers' inputs come out token-major ``[T, R, d]`` and are copied receiver-major
+    # for the heads, on top of the layer's own inputs and norms
+    inputs = 2 * t * 3 * h * d
     if workload == "patching":  # one layer at a time: the buffer, one change, coefficients
-        per_set = 2 * stream + coeff + _layer_terms(w)
+        per_set = 2 * stream + coeff + inputs + _layer_terms(w)
     else:  # with gradients every layer's change and coefficients stay for the backward
-        per_set = stream + w.n_layers * (stream + coeff) + 5 * w.n_layers * _layer_terms(w)
+        per_set = stream + w.n_layers * (stream + coeff + inputs) + 5 * w.n_layers * _layer_terms(w)
     return PassCost(w.itemsize * kept, w.itemsize * per_set)
 
 

@@ -78,7 +78,8 @@ class _Stream:
         source = self.source[..., :k, :]
         change = source - self.outputs[:, :, :, :k] if self.exact else source
         mixed = torch.matmul(per_token, change)  # [S, N, T, R, d]
-        return (mixed + self.resid.unsqueeze(3)).permute(3, 0, 1, 2, 4)
+        mixed += self.resid.unsqueeze(3)  # in place: the product's backward needs no output
+        return mixed.permute(3, 0, 1, 2, 4)
 
     def at(self, positions: torch.Tensor) -> _Stream:
         """This stream at each example's ``positions`` ``[N, P]`` only (copies)."""

@@ -22,7 +22,9 @@ removed without measuring (their effect is exactly zero).
 Positional ACDC (``positions="index"`` or ``"spans"``, issue 18) decides positional edges
 the same way: receivers in reverse topological order, each one's edges latest writer first
 and, per edge, its positions latest first, each removed at the tokens of its position only
-(``PositionalEvaluator``: the same prepared batches, the positional forward). A node is dead
+(the engine built with the run's ``PositionMap``: positional patches ``[S, n_edges * Q]`` on
+its prepared batches, through the positional forward, speculated and stacked as above within
+the engine's positional memory plan). A node is dead
 once its outgoing edges are removed at every position (a head's key and value inputs at one
 token reach its outputs at later ones, so deadness per position would be wrong).
 ``position_scores`` ``[n_edges, Q]`` are the measured removal costs, ``circuit`` the kept
@@ -39,7 +41,6 @@ import torch
 from pydantic import Field
 
 from circuitreg.workers.engine import InterventionEngine
-from circuitreg.workers.engine.positional_eval import PositionalEvaluator
 from circuitreg.workers.graph import ComputationalGraph
 from circuitreg.workers.methods.base import (
     ConfigError,
@@ -48,9 +49,9 @@ from circuitreg.workers.methods.base import (
     ProgressFn,
     ScoreResult,
 )
+from circuitreg.workers.methods.eap import position_map
 from circuitreg.workers.methods.registry import register_method
 from circuitreg.workers.metrics import within_rounding
-from circuitreg.workers.positions import PositionMap
 from circuitreg.workers.tasks.base import TaskData
 
 if TYPE_CHECKING:
@@ -89,23 +90,20 @@ class ACDCConfig(MethodConfig):
 class _Pruner:
     """The ACDC state: kept edges, the current metric and each edge's measured effect."""
 
-    def __init__(
-        self, engine: InterventionEngine, config: ACDCConfig,
-        positional: PositionalEvaluator | None = None,
-    ) -> None:  # fmt: skip
+    def __init__(self, engine: InterventionEngine, config: ACDCConfig) -> None:
         self.engine = engine
         self.config = config
         self.graph = engine.graph
-        self.units = positional if positional is not None else engine
-        n = self.graph.n_edges if positional is None else positional.n_units
-        self.positional = positional
+        # positional edges where the engine has positions: edge e at label q is e * Q + q
+        self.q = 1 if engine.positions is None else engine.positions.size
+        n = engine.patch_width
         self.keep = torch.ones(n, dtype=torch.bool)
         self.effect = torch.zeros(n)
-        self.current = float(self.units.evaluate_circuits(self.keep.unsqueeze(0))[0])
+        self.current = float(engine.evaluate_circuits(self.keep.unsqueeze(0))[0])
         self.sign = 1.0 if engine.metric.higher_is_better else -1.0
         self.tau = config.tau
         if config.relative_tau:
-            empty = float(self.units.evaluate_circuits(torch.zeros(1, n))[0])
+            empty = float(engine.evaluate_circuits(torch.zeros(1, n))[0])
             full_effect = abs(self.current - empty)
             if within_rounding(self.current, empty):
                 raise ConfigError(
@@ -116,7 +114,8 @@ class _Pruner:
                     "another ablation"
                 )
             self.tau = config.tau * full_effect
-        per_pass = engine.max_sets_per_pass if positional is None else positional.sets_per_pass
+        positional = engine.positions is not None
+        per_pass = engine.max_positional_sets_per_pass if positional else engine.max_sets_per_pass
         self.max_depth = max(1, min(config.set_batch, per_pass))
         self.adaptive = engine.device.type == "cpu"
         self.depth = self.max_depth
@@ -127,11 +126,9 @@ class _Pruner:
         return abs(change) if self.config.abs_value else change
 
     def node_is_dead(self, node: str) -> bool:
-        """True when every edge leaving ``node`` has been removed."""
-        if self.positional is not None:
-            out = self.positional.outgoing(node)
-        else:
-            out = self.graph.outgoing_edges(node)
+        """True when every edge leaving ``node`` has been removed (at every position)."""
+        edges = self.graph.outgoing_edges(node)
+        out = (edges[:, None] * self.q + torch.arange(self.q)).flatten()
         return bool(out.numel()) and not bool(self.keep[out].any())
 
     def prune_slot(self, edges: list[int]) -> None:
@@ -142,7 +139,7 @@ class _Pruner:
             masks = self.keep.repeat(len(chunk), 1)
             for j, e in enumerate(chunk):
                 masks[j:, e] = False
-            values = self.units.evaluate_circuits(masks).tolist()
+            values = self.engine.evaluate_circuits(masks).tolist()
             used = 0
             for j, e in enumerate(chunk):
                 cost = self.cost(values[j], self.current)
@@ -173,15 +170,13 @@ def acdc(
 ) -> ScoreResult:
     """Run ACDC; ``edge_scores`` are the measured removal costs, ``circuit`` the kept edges."""
     start = time.perf_counter()
+    labelled = position_map(graph, task, config.positions)
     engine = InterventionEngine(
-        model, graph, task, config.ablation, config.metric, config.batch_size, config.set_batch
-    )
-    position_map = (
-        None if config.positions is None else PositionMap.for_task(task, config.positions)
-    )
-    positional = None if position_map is None else PositionalEvaluator(engine, position_map)
-    pruner = _Pruner(engine, config, positional)
-    q = 1 if position_map is None else position_map.size
+        model, graph, task, config.ablation, config.metric, config.batch_size, config.set_batch,
+        positions=labelled,
+    )  # fmt: skip
+    pruner = _Pruner(engine, config)
+    q = pruner.q
     slots = list(reversed(graph.slots))
     for n, slot in enumerate(slots):
         edges = [e * q + p for e in reversed(range(slot.edge_start, slot.edge_stop))
@@ -192,7 +187,7 @@ def acdc(
             pruner.prune_slot(edges)
         if progress is not None:
             progress((n + 1) / len(slots), f"ACDC receiver {n + 1}/{len(slots)}: {slot.node}")
-    if position_map is None:
+    if labelled is None:
         circuit = graph.prune_dangling(pruner.keep)
         edge_scores, position_scores = pruner.effect, None
     else:
@@ -214,5 +209,5 @@ def acdc(
             "tau_absolute": pruner.tau,  # tau itself, or its fraction of the full effect
         },
         position_scores=position_scores,
-        positions=position_map,
+        positions=labelled,
     )

@@ -22,6 +22,16 @@ zero and mean ablation, MLPs over all positions, canonical node names and a ``Sc
 Edge scores are derived, as stated in ``ScoreResult.extra["edge_scores"]``: every edge gets the
 score of its *source* node, because patching a node is exactly patching every edge leaving it
 (``ComputationalGraph.outgoing_edges``). Edges leave no ``logits`` node, so none is scored.
+
+Positional runs (``positions="index"`` or ``"spans"``, issue 18): the positional analogue of
+patching a node is patching its output at the tokens of one position label (token ``q``, or
+each prompt's own tokens of span ``q``, ``other`` for the tokens of no span), which is
+exactly patching every edge leaving it at that label (the tests hold it to the engine's
+positional edge patches). ``position_scores`` ``[n_edges, Q]`` are those effects at each
+edge's source; ``edge_scores`` and ``node_scores`` stay each node patched at every position
+at once, the unpositioned run's scores (patch effects do not add up over positions, so they
+are measured, not summed). A run costs ``Q + 1`` patches per node, stacked as the
+unpositioned ones are. ``per_position`` is the older index-only table (``[T, n_nodes]``).
 """
 
 from __future__ import annotations
@@ -36,6 +46,7 @@ from pydantic import Field
 from circuitreg.schema.names import ComponentKind, parse_node
 from circuitreg.workers.graph import ComputationalGraph
 from circuitreg.workers.methods.base import ConfigError, MethodConfig, ProgressFn, ScoreResult
+from circuitreg.workers.methods.eap import position_map
 from circuitreg.workers.methods.patching_hooks import (
     NodePatch,
     ablation_sources,
@@ -47,7 +58,7 @@ from circuitreg.workers.methods.patching_hooks import (
 )
 from circuitreg.workers.methods.registry import register_method
 from circuitreg.workers.metrics import Metric, resolve_metric
-from circuitreg.workers.positions import PositionMap
+from circuitreg.workers.positions import PositionMap, PositionMode
 from circuitreg.workers.tasks.base import TaskData
 
 if TYPE_CHECKING:
@@ -73,15 +84,21 @@ class ActivationPatchingConfig(MethodConfig):
     sets_per_forward: int = Field(
         default=16, ge=1, description="patches evaluated together in one stacked forward"
     )
-    positions: Literal["index"] | None = Field(
+    positions: PositionMode | None = Field(
         default=None,
-        description="index: also patch every node at every token (ScoreResult.position_scores "
-        "[n_edges, T], each edge its source node's score there); edge_scores stay the "
-        "all-positions patch. Spans are not offered: a node patch here is at one token index",
+        description="index or spans: also patch every node at every token index, or at each "
+        "prompt's tokens of each task span and 'other' (ScoreResult.position_scores "
+        "[n_edges, Q], each edge its source node's score there); edge_scores stay the "
+        "all-positions patch",
     )
 
     def check(self) -> None:
         super().check()
+        if self.per_position and self.positions == "spans":
+            raise ConfigError(
+                "per_position patches token indices; with positions='spans' leave it off "
+                "(position_scores hold the spans)"
+            )
         if self.direction == "denoising" and self.ablation != "resample":
             raise ConfigError(
                 f"denoising patches clean activations into the corrupted run, so it needs "
@@ -120,7 +137,8 @@ def activation_patching(
     ``graph.nodes`` order, zero for nodes not patched (``logits``, and those excluded by
     ``components``, which ``extra["patched_nodes"]`` lists). With ``per_position`` the graph
     must be position-resolved (``graph.positions == task.seq_len``), and ``edge_scores`` is
-    ``[T, n_edges]``.
+    ``[T, n_edges]``. With ``positions`` the result also has ``position_scores``
+    ``[n_edges, Q]`` and ``positions`` (the map); see the module docstring.
     """
     if not isinstance(config, ActivationPatchingConfig):
         raise ConfigError(f"activation_patching needs an ActivationPatchingConfig, not {config!r}")
@@ -136,24 +154,25 @@ def activation_patching(
     device = next(model.parameters()).device
     task = task.to(device)
     nodes = patched_nodes(graph, config.components)
+    labelled = position_map(graph, task, config.positions)
     positions: Sequence[int | None] = range(seq_len) if config.per_position else [None]
     patches = [NodePatch(node, pos) for pos in positions for node in nodes]
-    # positions=index: each node at each token too, after the unpositioned patches
-    per_token = [NodePatch(n, t) for t in range(seq_len) for n in nodes] if config.positions else []
+    # each node at each label too, after the unpositioned patches
+    q = 0 if labelled is None else labelled.size
+    per_label = [NodePatch(n, label) for label in range(q) for n in nodes]
 
     totals, base_total, n_forward = _sweep(
-        model, task, nodes, patches + per_token, config, metric, progress
+        model, task, nodes, patches + per_label, config, metric, progress, labelled
     )
     effects = (totals - base_total) / task.n_examples
     node_scores = _node_score_table(
         graph, patches, effects[: len(patches)], seq_len if config.per_position else None
     )
     edge_scores = node_scores[..., graph.edge_source]
-    position_scores, position_map = None, None
-    if per_token:
-        at_tokens = _node_score_table(graph, per_token, effects[len(patches) :], seq_len)
-        position_scores = at_tokens[:, graph.edge_source].T.contiguous().float()  # [E, T]
-        position_map = PositionMap.for_task(task, "index")
+    position_scores = None
+    if per_label:
+        at_labels = _node_score_table(graph, per_label, effects[len(patches) :], q)
+        position_scores = at_labels[:, graph.edge_source].T.contiguous().float()  # [E, Q]
     return ScoreResult(
         edge_scores=edge_scores.float(),
         method=ActivationPatchingConfig.method_name,
@@ -170,7 +189,7 @@ def activation_patching(
             "corruption": task.corruption,
         },
         position_scores=position_scores,
-        positions=position_map,
+        positions=labelled,
     )
 
 
@@ -182,10 +201,13 @@ def _sweep(
     config: ActivationPatchingConfig,
     metric: Metric,
     progress: ProgressFn | None,
+    labelled: PositionMap | None = None,
 ) -> tuple[torch.Tensor, float, int]:
     """Summed metric per patch over the prompts, the unpatched sum, and the forwards spent.
 
-    ``sets_per_forward`` patches share one stacked forward per batch of prompts.
+    ``sets_per_forward`` patches share one stacked forward per batch of prompts. In spans
+    mode (``labelled``) a patch's position is a label, read per batch (each prompt's own
+    tokens of it); by index it is the token itself.
     """
     totals = torch.zeros(len(patches), dtype=torch.float64)
     base_total = 0.0
@@ -208,9 +230,13 @@ def _sweep(
         n_forward += n_runs
         base_total += float(metric.per_example(base, batch, clean_logprobs).sum())
         base_tokens = batch.clean if config.direction == "noising" else batch.corrupted
+        spans = labelled is not None and labelled.mode == "spans"
+        labels = labelled.assign(batch) if spans and labelled is not None else None
         for c, chunk in enumerate(chunks):
             with torch.no_grad():
-                logits = run_node_patches(model, base_tokens, batch.positions, sources, chunk)
+                logits = run_node_patches(
+                    model, base_tokens, batch.positions, sources, chunk, labels
+                )
             n_forward += 1
             values = metric.per_example(logits, batch, clean_logprobs)  # [K, n]
             offset = c * config.sets_per_forward

@@ -69,32 +69,42 @@ def run_node_patches(
     positions: torch.Tensor,
     sources: dict[str, torch.Tensor],
     patches: Sequence[NodePatch],
+    labels: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Logits at the read positions ``[K, N, P, V]``, copy ``k`` with ``patches[k]`` applied.
 
     ``sources[hook]`` is the value patched in, ``[N, T, ...]`` or broadcastable to it (a
-    dataset mean ``[1, T, ...]``, zeros); it must hold every hook the patches touch.
+    dataset mean ``[1, T, ...]``, zeros); it must hold every hook the patches touch. With
+    ``labels`` ``[N, T]`` (each token's position label, ``PositionMap.assign``) a patch's
+    ``position`` is a label: the node is patched at each prompt's own tokens of it.
     """
     n, seq_len = tokens.shape
     k = len(patches)
     if k == 0:
         raise ValueError("run_node_patches needs at least one patch")
+    n_positions = seq_len if labels is None else int(labels.max()) + 1
     wheres: dict[str, torch.Tensor] = {}
     for i, patch in enumerate(patches):
-        if patch.position is not None and not 0 <= patch.position < seq_len:
-            raise ValueError(f"patch position {patch.position} is outside 0..{seq_len - 1}")
+        if patch.position is not None and not 0 <= patch.position < n_positions:
+            raise ValueError(f"patch position {patch.position} is outside 0..{n_positions - 1}")
         parsed = parse_node(patch.node)
         for hook in hooks_for_node(patch.node):
             if hook not in sources:
                 raise KeyError(f"no source activation for hook {hook!r} (node {patch.node})")
             src = sources[hook]
             n_heads = src.shape[2] if parsed.kind is ComponentKind.ATTN_HEAD else 1
+            rows = 1 if labels is None else n  # [K, N|1, T, H]: per prompt where labelled
             where = wheres.setdefault(
-                hook, torch.zeros(k, seq_len, n_heads, dtype=torch.bool, device=tokens.device)
+                hook,
+                torch.zeros(k, rows, seq_len, n_heads, dtype=torch.bool, device=tokens.device),
             )
-            pos = slice(None) if patch.position is None else patch.position
             head = parsed.head if parsed.kind is ComponentKind.ATTN_HEAD else 0
-            where[i, pos, head] = True
+            if patch.position is None:
+                where[i, :, :, head] = True
+            elif labels is None:
+                where[i, :, patch.position, head] = True
+            else:
+                where[i, :, :, head] |= labels.to(tokens.device) == patch.position
 
     def make_hook(hook: str) -> Callable[[torch.Tensor, Any], torch.Tensor]:
         where = wheres[hook]
@@ -102,8 +112,8 @@ def run_node_patches(
 
         def patch_hook(act: torch.Tensor, hook: Any) -> torch.Tensor:
             stacked = act.view(k, n, *act.shape[1:])
-            mask = where if stacked.ndim == 5 else where[..., 0]  # heads: [K, T, H, d_head]
-            mask = mask.unsqueeze(1).unsqueeze(-1)
+            mask = where if stacked.ndim == 5 else where[..., 0]  # heads: [K, N, T, H, d_head]
+            mask = mask.unsqueeze(-1)
             patched = torch.where(mask, src.unsqueeze(0).to(act.dtype), stacked)
             return patched.reshape(act.shape)
 
